@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 host for mkheadnode: install packages, give /dev/kvm udev's
+# permissions, and start libvirt's daemons when no init system does it for us.
+# Shared by `make run`, `make test` and .ci/run. Safe to run again.
+set -euo pipefail
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+PACKAGES=(
+  # build
+  pkg-config libvirt-dev
+  # hypervisor
+  libvirt-daemon-system libvirt-clients qemu-system-x86 dnsmasq-base
+  # validators used by the tests
+  libxml2-utils cloud-init isc-dhcp-server nginx-light fcgiwrap genisoimage
+  # guest-side tests: real IPMI endpoint
+  ipmitool openipmi
+  # images and misc
+  mmdebstrap fdisk extlinux syslinux-common pxelinux busybox-static e2fsprogs
+  python3 curl util-linux procps iproute2
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup-host.sh must run as root (it installs packages and starts libvirtd)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# Debian 12's libvirt wants Debian 12's qemu-utils; the image may carry a newer one.
+if ! dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '^1:7\.2'; then
+  missing+=("qemu-utils/bookworm")
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Daemons must not be started by package scripts on a machine without an init system.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get install -y -qq --allow-downgrades --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+# What udev would do: without it libvirt re-probes qemu on every call (~4 s each).
+if [ -e /dev/kvm ]; then
+  chgrp kvm /dev/kvm 2>/dev/null || true
+  chmod 0660 /dev/kvm
+fi
+
+# Start the daemons when nothing else runs them (no systemd here).
+if ! pgrep -x virtlogd >/dev/null; then log "starting virtlogd"; virtlogd -d; fi
+if ! pgrep -x libvirtd >/dev/null; then log "starting libvirtd"; libvirtd -d; fi
+for _ in $(seq 1 50); do
+  virsh -c qemu:///system version >/dev/null 2>&1 && break
+  sleep 0.2
+done
+virsh -c qemu:///system version >/dev/null || { echo "libvirtd did not come up" >&2; exit 1; }
+log "host ready: $(virsh -c qemu:///system version | grep -i 'running hypervisor' | sed 's/^ *//')"

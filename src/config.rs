@@ -1,0 +1,313 @@
+/*!
+Settings: `/etc/mkheadnode/config.toml`, overridden by command-line flags.
+
+Every key has a default, so an empty (or absent) file is a valid configuration. Unknown keys
+are errors, so a typo never silently falls back to a default.
+*/
+
+use crate::error::{failure, Kind};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Where the configuration is read from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mkheadnode/config.toml";
+
+/// How a headnode's NIC reaches a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Attachment {
+    /// A libvirt network; `{vlan}` in the name is replaced by the VLAN number.
+    Network {
+        /// Network name or pattern, e.g. `vlan{vlan}`.
+        name: String,
+    },
+    /// A Linux bridge; `{vlan}` in the name is replaced by the VLAN number.
+    Bridge {
+        /// Bridge name or pattern, e.g. `br-vlan{vlan}`.
+        name: String,
+    },
+    /// An Open vSwitch bridge; the NIC is tagged with the VLAN (private side only).
+    Ovs {
+        /// The OVS bridge name, e.g. `br-trunk`.
+        name: String,
+    },
+}
+
+/// Which virtualization type to ask libvirt for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum VirtTypeChoice {
+    /// KVM where the host offers it and a probe shows it runs a guest, else qemu (TCG).
+    Auto,
+    /// Hardware virtualization; fail if unavailable.
+    Kvm,
+    /// Software emulation (TCG).
+    Qemu,
+}
+
+/// The headnode's addresses on the VLAN, as in the 2013 recipe by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Addressing {
+    /// The headnode's address on the VLAN's private network.
+    pub private_address: Ipv4Addr,
+    /// Prefix length of the private network.
+    pub private_prefix: u8,
+    /// The headnode's address on the BMC management subnet (same wire).
+    pub management_address: Ipv4Addr,
+    /// Prefix length of the management subnet.
+    pub management_prefix: u8,
+    /// First address dhcpd hands out.
+    pub dhcp_range_start: Ipv4Addr,
+    /// Last address dhcpd hands out.
+    pub dhcp_range_end: Ipv4Addr,
+}
+
+impl Default for Addressing {
+    fn default() -> Self {
+        Addressing {
+            private_address: Ipv4Addr::new(192, 168, 10, 254),
+            private_prefix: 24,
+            management_address: Ipv4Addr::new(10, 0, 0, 254),
+            management_prefix: 24,
+            dhcp_range_start: Ipv4Addr::new(192, 168, 10, 1),
+            dhcp_range_end: Ipv4Addr::new(192, 168, 10, 127),
+        }
+    }
+}
+
+/// Everything mkheadnode needs to know about the hypervisor and the headnodes it makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The cloud image every headnode's disk is an overlay on (qcow2 or raw).
+    pub base_image: PathBuf,
+    /// The libvirt storage pool (type dir) that holds overlays and seeds; made if absent.
+    pub pool: String,
+    /// The pool's directory.
+    pub pool_dir: PathBuf,
+    /// Size of each overlay disk in GiB (at least the base image's size).
+    pub disk_gib: u64,
+    /// Parent of the per-VLAN config dirs shared into the guests.
+    pub config_root: PathBuf,
+    /// libvirt's AppArmor abstraction for qemu; patched only if it exists.
+    pub apparmor_abstraction: PathBuf,
+    /// Where per-VLAN lock files live.
+    pub lock_dir: PathBuf,
+    /// Where each headnode's serial console is logged (on the hypervisor).
+    pub log_dir: PathBuf,
+    /// Memory per headnode in MiB.
+    pub memory_mib: u64,
+    /// Virtual CPUs per headnode.
+    pub vcpus: u32,
+    /// `auto`, `kvm` or `qemu`.
+    pub virt_type: VirtTypeChoice,
+    /// How NIC 1 (guest eth0) reaches the VLAN.
+    pub vlan_attachment: Attachment,
+    /// How NIC 2 (guest eth1) reaches the public network.
+    pub public_attachment: Attachment,
+    /// The headnode's addresses.
+    pub addressing: Addressing,
+    /// SSH public keys allowed to log in to the headnode as the default user.
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            base_image: PathBuf::from("/var/lib/mkheadnode/base/debian-12-headnode.qcow2"),
+            pool: "mkheadnode".into(),
+            pool_dir: PathBuf::from("/var/lib/mkheadnode/images"),
+            disk_gib: 10,
+            config_root: PathBuf::from("/var/lib/headnode-config"),
+            apparmor_abstraction: PathBuf::from("/etc/apparmor.d/abstractions/libvirt-qemu"),
+            lock_dir: PathBuf::from("/run/mkheadnode"),
+            log_dir: PathBuf::from("/var/log/libvirt/qemu"),
+            memory_mib: 1024,
+            vcpus: 2,
+            virt_type: VirtTypeChoice::Auto,
+            vlan_attachment: Attachment::Network {
+                name: "vlan{vlan}".into(),
+            },
+            public_attachment: Attachment::Network {
+                name: "default".into(),
+            },
+            addressing: Addressing::default(),
+            ssh_authorized_keys: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parse TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            failure(
+                Kind::Usage,
+                format!("invalid configuration in {}: {}", origin.display(), e.message()),
+            )
+        })?;
+        config.validate().with_context(|| format!("in {}", origin.display()))?;
+        Ok(config)
+    }
+
+    /// Load `path` if given (it must exist), else the default file if it exists, else defaults.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(failure(
+                Kind::NotFound,
+                format!("config file {} does not exist", path.display()),
+            )),
+            Err(e) => Err(e).with_context(|| format!("reading config file {}", path.display())),
+        }
+    }
+
+    /// Check values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let bad = |m: String| Err(failure(Kind::Usage, m));
+        if self.memory_mib < 256 {
+            return bad(format!("memory_mib = {} is too small: a headnode needs at least 256", self.memory_mib));
+        }
+        if self.vcpus == 0 || self.vcpus > 64 {
+            return bad(format!("vcpus = {} is out of range: use 1 to 64", self.vcpus));
+        }
+        if self.disk_gib == 0 {
+            return bad("disk_gib must be at least 1".into());
+        }
+        if self.pool.is_empty() || self.pool.contains('/') {
+            return bad(format!("pool = `{}` is not a usable storage pool name", self.pool));
+        }
+        for (key, p) in [
+            ("base_image", &self.base_image),
+            ("pool_dir", &self.pool_dir),
+            ("config_root", &self.config_root),
+            ("apparmor_abstraction", &self.apparmor_abstraction),
+            ("lock_dir", &self.lock_dir),
+            ("log_dir", &self.log_dir),
+        ] {
+            if !p.is_absolute() {
+                return bad(format!("{key} = `{}` must be an absolute path", p.display()));
+            }
+        }
+        if matches!(self.public_attachment, Attachment::Ovs { .. }) {
+            return bad("public_attachment cannot be `ovs`: use `network` or `bridge`".into());
+        }
+        for (key, a) in [("vlan_attachment", &self.vlan_attachment), ("public_attachment", &self.public_attachment)] {
+            let (Attachment::Network { name } | Attachment::Bridge { name } | Attachment::Ovs { name }) = a;
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return bad(format!("{key}.name = `{name}` is not a usable name"));
+            }
+        }
+        let a = &self.addressing;
+        for (key, p) in [("private_prefix", a.private_prefix), ("management_prefix", a.management_prefix)] {
+            if !(8..=30).contains(&p) {
+                return bad(format!("addressing.{key} = {p} is out of range: use 8 to 30"));
+            }
+        }
+        let net = |ip: Ipv4Addr| u32::from(ip) & (u32::MAX << (32 - a.private_prefix));
+        for (key, ip) in [("dhcp_range_start", a.dhcp_range_start), ("dhcp_range_end", a.dhcp_range_end)] {
+            if net(ip) != net(a.private_address) {
+                return bad(format!(
+                    "addressing.{key} = {ip} is outside the private network {}/{}",
+                    Ipv4Addr::from(net(a.private_address)),
+                    a.private_prefix
+                ));
+            }
+        }
+        if u32::from(a.dhcp_range_start) > u32::from(a.dhcp_range_end) {
+            return bad("addressing.dhcp_range_start is above dhcp_range_end".into());
+        }
+        let host = u32::from(a.private_address);
+        if (u32::from(a.dhcp_range_start)..=u32::from(a.dhcp_range_end)).contains(&host) {
+            return bad(format!(
+                "addressing.private_address {} lies inside the DHCP range: move one of them",
+                a.private_address
+            ));
+        }
+        for key in &self.ssh_authorized_keys {
+            if key.contains('\n') || key.split_whitespace().count() < 2 {
+                return bad(format!("ssh_authorized_keys: `{key}` is not a one-line public key"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn reads_every_section() {
+        let c = parse(
+            r#"
+            memory_mib = 2048
+            virt_type = "qemu"
+            ssh_authorized_keys = ["ssh-ed25519 AAAA op@desk"]
+            [vlan_attachment]
+            kind = "ovs"
+            name = "br-trunk"
+            [public_attachment]
+            kind = "bridge"
+            name = "br-public"
+            [addressing]
+            private_address = "192.168.20.254"
+            dhcp_range_start = "192.168.20.10"
+            dhcp_range_end = "192.168.20.99"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.memory_mib, 2048);
+        assert_eq!(c.virt_type, VirtTypeChoice::Qemu);
+        assert_eq!(c.vlan_attachment, Attachment::Ovs { name: "br-trunk".into() });
+        assert_eq!(c.public_attachment, Attachment::Bridge { name: "br-public".into() });
+        assert_eq!(c.addressing.private_prefix, 24);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let msg = format!("{:#}", parse("memory = 2048").unwrap_err());
+        assert!(msg.contains("memory") && msg.contains("test.toml"), "{msg}");
+        let msg = format!("{:#}", parse("[addressing]\nprivate_adress = \"1.2.3.4\"").unwrap_err());
+        assert!(msg.contains("private_adress"), "{msg}");
+    }
+
+    #[test]
+    fn nonsense_values_are_errors() {
+        for (text, needle) in [
+            ("memory_mib = 16", "memory_mib"),
+            ("vcpus = 0", "vcpus"),
+            ("base_image = \"relative.qcow2\"", "absolute"),
+            ("[public_attachment]\nkind = \"ovs\"\nname = \"x\"", "ovs"),
+            ("[addressing]\ndhcp_range_start = \"10.1.1.1\"", "outside"),
+            ("[addressing]\ndhcp_range_end = \"192.168.10.254\"", "inside the DHCP range"),
+            ("ssh_authorized_keys = [\"nokey\"]", "public key"),
+        ] {
+            let msg = format!("{:#}", parse(text).unwrap_err());
+            assert!(msg.contains(needle), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn missing_explicit_file_is_not_found() {
+        let err = Config::load(Some(Path::new("/nonexistent/mkheadnode.toml"))).unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Kind::NotFound);
+    }
+}

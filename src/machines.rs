@@ -1,0 +1,84 @@
+/*!
+`machines.txt`: one `<mac> <bmc-ip>` per line, the list of nodes a headnode installs.
+*/
+
+use crate::error::{failure, Kind};
+use crate::mac::Mac;
+use std::net::Ipv4Addr;
+
+/// One node on the VLAN: the MAC of its private NIC and its BMC's management address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// MAC address of the node's NIC on the VLAN.
+    pub mac: Mac,
+    /// Management (BMC) address, on the headnode's management subnet.
+    pub bmc: Ipv4Addr,
+}
+
+/// Parse the text of a machines file. Blank lines and `#` comments are allowed; an error names
+/// `origin` and the line number.
+pub fn parse(text: &str, origin: &str) -> anyhow::Result<Vec<Machine>> {
+    let mut machines = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let lineno = index + 1;
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |why: String| {
+            failure(
+                Kind::Usage,
+                format!("{origin}, line {lineno}: {why}; each line must be `<mac> <bmc-ipv4>`"),
+            )
+        };
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() != 2 {
+            return Err(bad(format!("expected 2 fields, found {}", fields.len())));
+        }
+        let mac: Mac = fields[0].parse().map_err(|e| bad(format!("{e}")))?;
+        let bmc: Ipv4Addr = fields[1]
+            .parse()
+            .map_err(|_| bad(format!("`{}` is not an IPv4 address", fields[1])))?;
+        if let Some(prev) = machines.iter().position(|m: &Machine| m.mac == mac) {
+            return Err(bad(format!("MAC {mac} is listed twice (also entry {})", prev + 1)));
+        }
+        machines.push(Machine { mac, bmc });
+    }
+    Ok(machines)
+}
+
+/// Render machines in the canonical file format.
+pub fn render(machines: &[Machine]) -> String {
+    machines
+        .iter()
+        .map(|m| format!("{} {}\n", m.mac, m.bmc))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_comments_blanks_and_canonicalises() {
+        let text = "# rack 3\n\nAA-BB-CC-DD-EE-01 10.0.0.1\naa:bb:cc:dd:ee:02\t10.0.0.2  # spare\n";
+        let m = parse(text, "m.txt").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].bmc, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(render(&m), "aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:02 10.0.0.2\n");
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let cases = [
+            ("aa:bb:cc:dd:ee:01 10.0.0.1\nnot-a-mac 10.0.0.2\n", "line 2", "not-a-mac"),
+            ("\n\naa:bb:cc:dd:ee:01 10.0.0.300\n", "line 3", "10.0.0.300"),
+            ("aa:bb:cc:dd:ee:01\n", "line 1", "2 fields"),
+            ("aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:01 10.0.0.2\n", "line 2", "twice"),
+        ];
+        for (text, line, what) in cases {
+            let msg = format!("{:#}", parse(text, "rack.txt").unwrap_err());
+            assert!(msg.contains("rack.txt") && msg.contains(line) && msg.contains(what), "{msg}");
+        }
+    }
+}
