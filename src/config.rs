@@ -146,10 +146,16 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| {
             failure(
                 Kind::Usage,
-                format!("invalid configuration in {}: {}", origin.display(), e.message()),
+                format!(
+                    "invalid configuration in {}: {}",
+                    origin.display(),
+                    e.message()
+                ),
             )
         })?;
-        config.validate().with_context(|| format!("in {}", origin.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("in {}", origin.display()))?;
         Ok(config)
     }
 
@@ -161,7 +167,9 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::from_toml(&text, &path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(failure(
                 Kind::NotFound,
                 format!("config file {} does not exist", path.display()),
@@ -174,16 +182,25 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let bad = |m: String| Err(failure(Kind::Usage, m));
         if self.memory_mib < 256 {
-            return bad(format!("memory_mib = {} is too small: a headnode needs at least 256", self.memory_mib));
+            return bad(format!(
+                "memory_mib = {} is too small: a headnode needs at least 256",
+                self.memory_mib
+            ));
         }
         if self.vcpus == 0 || self.vcpus > 64 {
-            return bad(format!("vcpus = {} is out of range: use 1 to 64", self.vcpus));
+            return bad(format!(
+                "vcpus = {} is out of range: use 1 to 64",
+                self.vcpus
+            ));
         }
         if self.disk_gib == 0 {
             return bad("disk_gib must be at least 1".into());
         }
         if self.pool.is_empty() || self.pool.contains('/') {
-            return bad(format!("pool = `{}` is not a usable storage pool name", self.pool));
+            return bad(format!(
+                "pool = `{}` is not a usable storage pool name",
+                self.pool
+            ));
         }
         for (key, p) in [
             ("base_image", &self.base_image),
@@ -194,26 +211,42 @@ impl Config {
             ("log_dir", &self.log_dir),
         ] {
             if !p.is_absolute() {
-                return bad(format!("{key} = `{}` must be an absolute path", p.display()));
+                return bad(format!(
+                    "{key} = `{}` must be an absolute path",
+                    p.display()
+                ));
             }
         }
         if matches!(self.public_attachment, Attachment::Ovs { .. }) {
             return bad("public_attachment cannot be `ovs`: use `network` or `bridge`".into());
         }
-        for (key, a) in [("vlan_attachment", &self.vlan_attachment), ("public_attachment", &self.public_attachment)] {
-            let (Attachment::Network { name } | Attachment::Bridge { name } | Attachment::Ovs { name }) = a;
+        for (key, a) in [
+            ("vlan_attachment", &self.vlan_attachment),
+            ("public_attachment", &self.public_attachment),
+        ] {
+            let (Attachment::Network { name }
+            | Attachment::Bridge { name }
+            | Attachment::Ovs { name }) = a;
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return bad(format!("{key}.name = `{name}` is not a usable name"));
             }
         }
         let a = &self.addressing;
-        for (key, p) in [("private_prefix", a.private_prefix), ("management_prefix", a.management_prefix)] {
+        for (key, p) in [
+            ("private_prefix", a.private_prefix),
+            ("management_prefix", a.management_prefix),
+        ] {
             if !(8..=30).contains(&p) {
-                return bad(format!("addressing.{key} = {p} is out of range: use 8 to 30"));
+                return bad(format!(
+                    "addressing.{key} = {p} is out of range: use 8 to 30"
+                ));
             }
         }
         let net = |ip: Ipv4Addr| u32::from(ip) & (u32::MAX << (32 - a.private_prefix));
-        for (key, ip) in [("dhcp_range_start", a.dhcp_range_start), ("dhcp_range_end", a.dhcp_range_end)] {
+        for (key, ip) in [
+            ("dhcp_range_start", a.dhcp_range_start),
+            ("dhcp_range_end", a.dhcp_range_end),
+        ] {
             if net(ip) != net(a.private_address) {
                 return bad(format!(
                     "addressing.{key} = {ip} is outside the private network {}/{}",
@@ -234,7 +267,9 @@ impl Config {
         }
         for key in &self.ssh_authorized_keys {
             if key.contains('\n') || key.split_whitespace().count() < 2 {
-                return bad(format!("ssh_authorized_keys: `{key}` is not a one-line public key"));
+                return bad(format!(
+                    "ssh_authorized_keys: `{key}` is not a one-line public key"
+                ));
             }
         }
         Ok(())
@@ -276,8 +311,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.memory_mib, 2048);
         assert_eq!(c.virt_type, VirtTypeChoice::Qemu);
-        assert_eq!(c.vlan_attachment, Attachment::Ovs { name: "br-trunk".into() });
-        assert_eq!(c.public_attachment, Attachment::Bridge { name: "br-public".into() });
+        assert_eq!(
+            c.vlan_attachment,
+            Attachment::Ovs {
+                name: "br-trunk".into()
+            }
+        );
+        assert_eq!(
+            c.public_attachment,
+            Attachment::Bridge {
+                name: "br-public".into()
+            }
+        );
         assert_eq!(c.addressing.private_prefix, 24);
     }
 
@@ -285,7 +330,10 @@ mod tests {
     fn unknown_keys_are_errors() {
         let msg = format!("{:#}", parse("memory = 2048").unwrap_err());
         assert!(msg.contains("memory") && msg.contains("test.toml"), "{msg}");
-        let msg = format!("{:#}", parse("[addressing]\nprivate_adress = \"1.2.3.4\"").unwrap_err());
+        let msg = format!(
+            "{:#}",
+            parse("[addressing]\nprivate_adress = \"1.2.3.4\"").unwrap_err()
+        );
         assert!(msg.contains("private_adress"), "{msg}");
     }
 
@@ -297,7 +345,10 @@ mod tests {
             ("base_image = \"relative.qcow2\"", "absolute"),
             ("[public_attachment]\nkind = \"ovs\"\nname = \"x\"", "ovs"),
             ("[addressing]\ndhcp_range_start = \"10.1.1.1\"", "outside"),
-            ("[addressing]\ndhcp_range_end = \"192.168.10.254\"", "inside the DHCP range"),
+            (
+                "[addressing]\ndhcp_range_end = \"192.168.10.254\"",
+                "inside the DHCP range",
+            ),
             ("ssh_authorized_keys = [\"nokey\"]", "public key"),
         ] {
             let msg = format!("{:#}", parse(text).unwrap_err());

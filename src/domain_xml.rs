@@ -49,7 +49,10 @@ pub fn domain(plan: &Plan) -> anyhow::Result<String> {
         .value("disk_path", path_str(&plan.disk_path())?)
         .value("seed_path", path_str(&plan.seed_path())?)
         .value("serial_log", path_str(&plan.serial_log)?)
-        .slot("private-interface", interface(&plan.private_nic, plan.vlan)?)
+        .slot(
+            "private-interface",
+            interface(&plan.private_nic, plan.vlan)?,
+        )
         .slot("public-interface", interface(&plan.public_nic, plan.vlan)?);
     render(DOMAIN, "domain.xml", &ctx)
 }
@@ -57,12 +60,16 @@ pub fn domain(plan: &Plan) -> anyhow::Result<String> {
 fn interface(nic: &Nic, vlan: Vlan) -> anyhow::Result<String> {
     let ctx = Vars::new().value("mac", nic.mac);
     match &nic.attachment {
-        Attachment::Network { name } => {
-            render(IFACE_NETWORK, "interface-network.xml", &ctx.value("source", name))
-        }
-        Attachment::Bridge { name } => {
-            render(IFACE_BRIDGE, "interface-bridge.xml", &ctx.value("source", name))
-        }
+        Attachment::Network { name } => render(
+            IFACE_NETWORK,
+            "interface-network.xml",
+            &ctx.value("source", name),
+        ),
+        Attachment::Bridge { name } => render(
+            IFACE_BRIDGE,
+            "interface-bridge.xml",
+            &ctx.value("source", name),
+        ),
         Attachment::Ovs { name } => render(
             IFACE_OVS,
             "interface-ovs.xml",
@@ -73,12 +80,19 @@ fn interface(nic: &Nic, vlan: Vlan) -> anyhow::Result<String> {
 
 /// The XML of our directory storage pool.
 pub fn pool(name: &str, dir: &Path) -> anyhow::Result<String> {
-    let ctx = Vars::new().value("name", name).value("path", path_str(dir)?);
+    let ctx = Vars::new()
+        .value("name", name)
+        .value("path", path_str(dir)?);
     render(POOL, "pool.xml", &ctx)
 }
 
 /// The XML of a qcow2 overlay volume on `backing` (of format `backing_format`).
-pub fn overlay_volume(name: &str, capacity: u64, backing: &Path, backing_format: &str) -> anyhow::Result<String> {
+pub fn overlay_volume(
+    name: &str,
+    capacity: u64,
+    backing: &Path,
+    backing_format: &str,
+) -> anyhow::Result<String> {
     let ctx = Vars::new()
         .value("name", name)
         .value("capacity", capacity)
@@ -121,14 +135,14 @@ fn leaves(xml: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let mut current: Option<String> = None;
     loop {
         match reader.read_event()? {
-            Event::Start(e) => {
-                current = Some(e.local_name().as_ref().to_string())
-            }
+            Event::Start(e) => current = Some(e.local_name().as_ref().to_string()),
             Event::Text(t) => {
                 if let Some(name) = &current {
                     let text = t.trim();
                     if !text.is_empty() {
-                        out.entry(name.clone()).or_insert_with(String::new).push_str(text);
+                        out.entry(name.clone())
+                            .or_insert_with(String::new)
+                            .push_str(text);
                     }
                 }
             }
@@ -144,7 +158,9 @@ fn leaves(xml: &str) -> anyhow::Result<BTreeMap<String, String>> {
                         "apos" => "'",
                         _ => "",
                     };
-                    out.entry(name.clone()).or_insert_with(String::new).push_str(s);
+                    out.entry(name.clone())
+                        .or_insert_with(String::new)
+                        .push_str(s);
                 }
             }
             Event::End(_) => current = None,
@@ -208,7 +224,11 @@ pub fn live_facts(xml: &str) -> anyhow::Result<LiveFacts> {
         let mut attrs = BTreeMap::new();
         for a in e.attributes() {
             let a = a?;
-            attrs.insert(a.key.as_ref().to_string(), a.normalized_value(quick_xml::XmlVersion::Implicit1_0)?.into_owned());
+            attrs.insert(
+                a.key.as_ref().to_string(),
+                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)?
+                    .into_owned(),
+            );
         }
         let parent = stack.last().map(String::as_str);
         let attr = |k: &str| attrs.get(k).cloned().unwrap_or_default();
@@ -222,11 +242,17 @@ pub fn live_facts(xml: &str) -> anyhow::Result<LiveFacts> {
             }
             (Some("interface"), "source") => {
                 if let Some(i) = facts.interfaces.last_mut() {
-                    i.1 = attrs.get("network").or(attrs.get("bridge")).cloned().unwrap_or_default();
+                    i.1 = attrs
+                        .get("network")
+                        .or(attrs.get("bridge"))
+                        .cloned()
+                        .unwrap_or_default();
                 }
             }
             (Some("devices"), "filesystem") => {
-                facts.filesystems.push((attr("accessmode"), String::new(), String::new(), false))
+                facts
+                    .filesystems
+                    .push((attr("accessmode"), String::new(), String::new(), false))
             }
             (Some("filesystem"), "source") => {
                 if let Some(f) = facts.filesystems.last_mut() {
@@ -276,7 +302,12 @@ mod tests {
         );
         assert_eq!(
             facts.filesystems,
-            vec![("mapped".into(), "/var/lib/headnode-config/42".into(), "/etc/moc".into(), true)]
+            vec![(
+                "mapped".into(),
+                "/var/lib/headnode-config/42".into(),
+                "/etc/moc".into(),
+                true
+            )]
         );
         assert_eq!(
             facts.disk_sources,
@@ -300,7 +331,10 @@ mod tests {
         assert_eq!(meta.vlan, Vlan::new(42).unwrap());
         assert_eq!(meta.private_mac, plan().private_nic.mac);
         assert_eq!(meta.disk_volume, "headnode-42.qcow2");
-        assert_eq!(meta.config_dir, PathBuf::from("/var/lib/headnode-config/42"));
+        assert_eq!(
+            meta.config_dir,
+            PathBuf::from("/var/lib/headnode-config/42")
+        );
         // libvirt hands the element back with a default namespace instead of our prefix.
         let unprefixed = format!(
             "<headnode xmlns=\"{METADATA_NS}\"><vlan>9</vlan><version>0.1.0</version><private-mac>52:54:00:4d:00:09</private-mac><public-mac>52:54:00:4d:10:09</public-mac><pool>p</pool><disk-volume>d</disk-volume><seed-volume>s</seed-volume><config-dir>/c&amp;d</config-dir></headnode>"
@@ -314,8 +348,12 @@ mod tests {
     #[test]
     fn bridge_and_ovs_attachments() {
         let config = Config {
-            vlan_attachment: Attachment::Ovs { name: "br-trunk".into() },
-            public_attachment: Attachment::Bridge { name: "br-public".into() },
+            vlan_attachment: Attachment::Ovs {
+                name: "br-trunk".into(),
+            },
+            public_attachment: Attachment::Bridge {
+                name: "br-public".into(),
+            },
             ..Config::default()
         };
         let xml = domain(&Plan::new(&config, Vlan::new(300).unwrap(), VirtType::Kvm)).unwrap();
@@ -329,9 +367,17 @@ mod tests {
 
     #[test]
     fn volume_documents() {
-        let xml = overlay_volume("headnode-1.qcow2", 10 << 30, Path::new("/base/img.qcow2"), "qcow2").unwrap();
+        let xml = overlay_volume(
+            "headnode-1.qcow2",
+            10 << 30,
+            Path::new("/base/img.qcow2"),
+            "qcow2",
+        )
+        .unwrap();
         assert!(xml.contains("<path>/base/img.qcow2</path>") && xml.contains(">10737418240<"));
         assert!(seed_volume("s.iso", 65536).unwrap().contains(">65536<"));
-        assert!(pool("mkheadnode", Path::new("/var/lib/x")).unwrap().contains("<path>/var/lib/x</path>"));
+        assert!(pool("mkheadnode", Path::new("/var/lib/x"))
+            .unwrap()
+            .contains("<path>/var/lib/x</path>"));
     }
 }

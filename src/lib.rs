@@ -9,12 +9,22 @@ The crate is split one concept per module. Pure planning ([`vlan`], [`config`], 
 
 #![warn(missing_docs)]
 
+pub mod app;
+pub mod apparmor;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod domain_xml;
 pub mod error;
+pub mod hostprep;
+pub mod hypervisor;
 pub mod mac;
 pub mod machines;
+pub mod ops;
 pub mod plan;
+pub mod report;
 pub mod seed;
 pub mod template;
+pub mod virt_type;
 pub mod vlan;
+pub mod wait;

@@ -80,7 +80,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for s in ["", "aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "aa:bb:cc:dd:ee:fg", "aabb.ccdd.eeff", "a:bb:cc:dd:ee:fff", "aa:bb-cc:dd:ee:ff"] {
+        for s in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb:cc:dd:ee:fg",
+            "aabb.ccdd.eeff",
+            "a:bb:cc:dd:ee:fff",
+            "aa:bb-cc:dd:ee:ff",
+        ] {
             assert!(s.parse::<Mac>().is_err(), "{s:?} accepted");
         }
     }

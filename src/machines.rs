@@ -40,7 +40,10 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Vec<Machine>> {
             .parse()
             .map_err(|_| bad(format!("`{}` is not an IPv4 address", fields[1])))?;
         if let Some(prev) = machines.iter().position(|m: &Machine| m.mac == mac) {
-            return Err(bad(format!("MAC {mac} is listed twice (also entry {})", prev + 1)));
+            return Err(bad(format!(
+                "MAC {mac} is listed twice (also entry {})",
+                prev + 1
+            )));
         }
         machines.push(Machine { mac, bmc });
     }
@@ -65,20 +68,34 @@ mod tests {
         let m = parse(text, "m.txt").unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m[1].bmc, Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(render(&m), "aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:02 10.0.0.2\n");
+        assert_eq!(
+            render(&m),
+            "aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:02 10.0.0.2\n"
+        );
     }
 
     #[test]
     fn errors_name_file_and_line() {
         let cases = [
-            ("aa:bb:cc:dd:ee:01 10.0.0.1\nnot-a-mac 10.0.0.2\n", "line 2", "not-a-mac"),
+            (
+                "aa:bb:cc:dd:ee:01 10.0.0.1\nnot-a-mac 10.0.0.2\n",
+                "line 2",
+                "not-a-mac",
+            ),
             ("\n\naa:bb:cc:dd:ee:01 10.0.0.300\n", "line 3", "10.0.0.300"),
             ("aa:bb:cc:dd:ee:01\n", "line 1", "2 fields"),
-            ("aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:01 10.0.0.2\n", "line 2", "twice"),
+            (
+                "aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:01 10.0.0.2\n",
+                "line 2",
+                "twice",
+            ),
         ];
         for (text, line, what) in cases {
             let msg = format!("{:#}", parse(text, "rack.txt").unwrap_err());
-            assert!(msg.contains("rack.txt") && msg.contains(line) && msg.contains(what), "{msg}");
+            assert!(
+                msg.contains("rack.txt") && msg.contains(line) && msg.contains(what),
+                "{msg}"
+            );
         }
     }
 }

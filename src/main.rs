@@ -1,1 +1,17 @@
-fn main(){}
+//! The `mkheadnode` command: parse, run, map the outcome to an exit status.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = mkheadnode::cli::Cli::parse();
+    match mkheadnode::app::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let kind = mkheadnode::error::kind_of(&err);
+            // Bulk runs have already printed each VLAN's error; print the summary error only.
+            eprintln!("mkheadnode: {err:#}");
+            ExitCode::from(kind.exit_code())
+        }
+    }
+}

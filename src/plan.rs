@@ -168,7 +168,14 @@ pub fn headnode_mac(vlan: Vlan, role: Role) -> Mac {
         Role::Private => 0x00,
         Role::Public => 0x10,
     };
-    Mac([0x52, 0x54, 0x00, 0x4d, role_bits | (id >> 8) as u8, (id & 0xff) as u8])
+    Mac([
+        0x52,
+        0x54,
+        0x00,
+        0x4d,
+        role_bits | (id >> 8) as u8,
+        (id & 0xff) as u8,
+    ])
 }
 
 fn resolve(attachment: &Attachment, vlan: Vlan) -> Attachment {
@@ -194,12 +201,34 @@ mod tests {
         let p = Plan::new(&Config::default(), vlan(42), VirtType::Qemu);
         assert_eq!(p.domain_name, "headnode-42");
         assert_eq!(p.config_dir, PathBuf::from("/var/lib/headnode-config/42"));
-        assert_eq!(p.machines_file, PathBuf::from("/var/lib/headnode-config/42/machines.txt"));
-        assert_eq!(p.disk_path(), PathBuf::from("/var/lib/mkheadnode/images/headnode-42.qcow2"));
-        assert_eq!(p.seed_path(), PathBuf::from("/var/lib/mkheadnode/images/headnode-42-seed.iso"));
-        assert_eq!(p.private_nic.attachment, Attachment::Network { name: "vlan42".into() });
-        assert_eq!(p.public_nic.attachment, Attachment::Network { name: "default".into() });
-        assert_eq!((p.private_nic.guest_name, p.public_nic.guest_name), ("eth0", "eth1"));
+        assert_eq!(
+            p.machines_file,
+            PathBuf::from("/var/lib/headnode-config/42/machines.txt")
+        );
+        assert_eq!(
+            p.disk_path(),
+            PathBuf::from("/var/lib/mkheadnode/images/headnode-42.qcow2")
+        );
+        assert_eq!(
+            p.seed_path(),
+            PathBuf::from("/var/lib/mkheadnode/images/headnode-42-seed.iso")
+        );
+        assert_eq!(
+            p.private_nic.attachment,
+            Attachment::Network {
+                name: "vlan42".into()
+            }
+        );
+        assert_eq!(
+            p.public_nic.attachment,
+            Attachment::Network {
+                name: "default".into()
+            }
+        );
+        assert_eq!(
+            (p.private_nic.guest_name, p.public_nic.guest_name),
+            ("eth0", "eth1")
+        );
         assert_eq!(vlan_of_domain_name("headnode-42"), Some(vlan(42)));
         assert_eq!(vlan_of_domain_name("headnode-042"), None);
         assert_eq!(vlan_of_domain_name("other-42"), None);
@@ -207,12 +236,21 @@ mod tests {
 
     #[test]
     fn macs_are_deterministic_and_unique() {
-        assert_eq!(headnode_mac(vlan(42), Role::Private).to_string(), "52:54:00:4d:00:2a");
-        assert_eq!(headnode_mac(vlan(4094), Role::Public).to_string(), "52:54:00:4d:1f:fe");
+        assert_eq!(
+            headnode_mac(vlan(42), Role::Private).to_string(),
+            "52:54:00:4d:00:2a"
+        );
+        assert_eq!(
+            headnode_mac(vlan(4094), Role::Public).to_string(),
+            "52:54:00:4d:1f:fe"
+        );
         let mut seen = HashSet::new();
         for id in Vlan::MIN..=Vlan::MAX {
             for role in [Role::Private, Role::Public] {
-                assert!(seen.insert(headnode_mac(vlan(id), role)), "duplicate MAC for VLAN {id}");
+                assert!(
+                    seen.insert(headnode_mac(vlan(id), role)),
+                    "duplicate MAC for VLAN {id}"
+                );
             }
         }
     }
@@ -220,10 +258,17 @@ mod tests {
     #[test]
     fn attachment_patterns_are_resolved() {
         let config = Config {
-            vlan_attachment: Attachment::Bridge { name: "br-vlan{vlan}".into() },
+            vlan_attachment: Attachment::Bridge {
+                name: "br-vlan{vlan}".into(),
+            },
             ..Config::default()
         };
         let p = Plan::new(&config, vlan(7), VirtType::Kvm);
-        assert_eq!(p.private_nic.attachment, Attachment::Bridge { name: "br-vlan7".into() });
+        assert_eq!(
+            p.private_nic.attachment,
+            Attachment::Bridge {
+                name: "br-vlan7".into()
+            }
+        );
     }
 }

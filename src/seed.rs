@@ -61,15 +61,24 @@ pub fn files(plan: &Plan) -> anyhow::Result<SeedFiles> {
     let user = Vars::new()
         .value("hostname", yaml(&plan.hostname))
         .value("ssh_authorized_keys", yaml(&plan.ssh_authorized_keys))
-        .value("final_message", yaml(&format!("{} after $UPTIME s", ready_marker(plan))));
+        .value(
+            "final_message",
+            yaml(&format!("{} after $UPTIME s", ready_marker(plan))),
+        );
     let meta = Vars::new()
         .value("instance_id", yaml(&plan.instance_id))
         .value("hostname", yaml(&plan.hostname));
     let net = Vars::new()
         .value("private_mac", yaml(&plan.private_nic.mac.to_string()))
         .value("public_mac", yaml(&plan.public_nic.mac.to_string()))
-        .value("private_cidr", yaml(&format!("{}/{}", a.private_address, a.private_prefix)))
-        .value("management_cidr", yaml(&format!("{}/{}", a.management_address, a.management_prefix)));
+        .value(
+            "private_cidr",
+            yaml(&format!("{}/{}", a.private_address, a.private_prefix)),
+        )
+        .value(
+            "management_cidr",
+            yaml(&format!("{}/{}", a.management_address, a.management_prefix)),
+        );
     Ok(SeedFiles {
         user_data: render_text(USER_DATA, "user-data.yaml", &user)?,
         meta_data: render_text(META_DATA, "meta-data.yaml", &meta)?,
@@ -117,7 +126,10 @@ mod tests {
     use crate::vlan::Vlan;
 
     fn plan_with_keys(keys: Vec<String>) -> Plan {
-        let config = Config { ssh_authorized_keys: keys, ..Config::default() };
+        let config = Config {
+            ssh_authorized_keys: keys,
+            ..Config::default()
+        };
         Plan::new(&config, Vlan::new(42).unwrap(), VirtType::Qemu)
     }
 
@@ -126,17 +138,30 @@ mod tests {
         let f = files(&plan_with_keys(vec!["ssh-ed25519 AAAAC3 op@desk".into()])).unwrap();
         assert!(f.user_data.starts_with("#cloud-config\n"));
         assert!(f.user_data.contains("hostname: \"headnode-42\""));
-        assert!(f.user_data.contains("ssh_authorized_keys: [\"ssh-ed25519 AAAAC3 op@desk\"]"));
-        assert!(f.user_data.contains("mkheadnode: headnode-42 ready after $UPTIME s"));
+        assert!(f
+            .user_data
+            .contains("ssh_authorized_keys: [\"ssh-ed25519 AAAAC3 op@desk\"]"));
+        assert!(f
+            .user_data
+            .contains("mkheadnode: headnode-42 ready after $UPTIME s"));
         assert!(f.meta_data.contains("instance-id: \"mkheadnode-vlan42\""));
-        assert!(f.network_config.contains("macaddress: \"52:54:00:4d:00:2a\""));
-        assert!(f.network_config.contains("macaddress: \"52:54:00:4d:10:2a\""));
-        assert!(f.network_config.contains("addresses: [\"192.168.10.254/24\", \"10.0.0.254/24\"]"));
+        assert!(f
+            .network_config
+            .contains("macaddress: \"52:54:00:4d:00:2a\""));
+        assert!(f
+            .network_config
+            .contains("macaddress: \"52:54:00:4d:10:2a\""));
+        assert!(f
+            .network_config
+            .contains("addresses: [\"192.168.10.254/24\", \"10.0.0.254/24\"]"));
     }
 
     #[test]
     fn hostile_values_cannot_add_yaml_keys() {
-        let f = files(&plan_with_keys(vec!["ssh-rsa AAAA x\"]\nruncmd: [reboot]".into()])).unwrap();
+        let f = files(&plan_with_keys(vec![
+            "ssh-rsa AAAA x\"]\nruncmd: [reboot]".into()
+        ]))
+        .unwrap();
         assert!(!f.user_data.contains("\nruncmd:"), "{}", f.user_data);
     }
 
@@ -147,6 +172,9 @@ mod tests {
         // Primary volume descriptor at sector 16: type 1, "CD001", volume id at offset 40.
         let pvd = &image[16 * 2048..17 * 2048];
         assert_eq!(&pvd[0..6], b"\x01CD001");
-        assert_eq!(String::from_utf8_lossy(&pvd[40..72]).trim_end(), VOLUME_LABEL);
+        assert_eq!(
+            String::from_utf8_lossy(&pvd[40..72]).trim_end(),
+            VOLUME_LABEL
+        );
     }
 }

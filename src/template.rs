@@ -49,7 +49,8 @@ impl Vars {
 /// given, so the caller must pass them already encoded for the target format.
 pub fn render_text(template: &str, origin: &str, ctx: &Vars) -> anyhow::Result<String> {
     let mut used = BTreeSet::new();
-    let out = fill(template, ctx, &mut used).with_context(|| format!("rendering template {origin}"))?;
+    let out =
+        fill(template, ctx, &mut used).with_context(|| format!("rendering template {origin}"))?;
     check_all_used(ctx, &used, &BTreeSet::new(), origin)?;
     Ok(out)
 }
@@ -59,8 +60,14 @@ pub fn render(template: &str, origin: &str, ctx: &Vars) -> anyhow::Result<String
     let mut used_values = BTreeSet::new();
     let mut used_slots = BTreeSet::new();
     let mut writer = Writer::new(Vec::new());
-    copy_events(template, ctx, &mut writer, &mut used_values, &mut used_slots)
-        .with_context(|| format!("rendering template {origin}"))?;
+    copy_events(
+        template,
+        ctx,
+        &mut writer,
+        &mut used_values,
+        &mut used_slots,
+    )
+    .with_context(|| format!("rendering template {origin}"))?;
     check_all_used(ctx, &used_values, &used_slots, origin)?;
     String::from_utf8(writer.into_inner()).context("rendered XML is not UTF-8")
 }
@@ -112,11 +119,21 @@ fn copy_events(
                     .get_key_value(name.as_str())
                     .ok_or_else(|| anyhow!("slot `{name}` has no fragment"))?;
                 used_slots.insert(key);
-                copy_events(fragment, &Vars::new(), writer, &mut BTreeSet::new(), &mut BTreeSet::new())
-                    .with_context(|| format!("in the fragment for slot `{name}`"))?;
+                copy_events(
+                    fragment,
+                    &Vars::new(),
+                    writer,
+                    &mut BTreeSet::new(),
+                    &mut BTreeSet::new(),
+                )
+                .with_context(|| format!("in the fragment for slot `{name}`"))?;
             }
-            Event::Start(e) => writer.write_event(Event::Start(fill_attributes(&e, ctx, used_values)?))?,
-            Event::Empty(e) => writer.write_event(Event::Empty(fill_attributes(&e, ctx, used_values)?))?,
+            Event::Start(e) => {
+                writer.write_event(Event::Start(fill_attributes(&e, ctx, used_values)?))?
+            }
+            Event::Empty(e) => {
+                writer.write_event(Event::Empty(fill_attributes(&e, ctx, used_values)?))?
+            }
             Event::Text(t) => {
                 let raw: &str = &t;
                 let filled = fill(raw, ctx, used_values)?;
@@ -131,7 +148,9 @@ fn slot_name(e: &BytesStart) -> anyhow::Result<String> {
     for attr in e.attributes() {
         let attr = attr?;
         if attr.key.as_ref() == "name" {
-            return Ok(attr.normalized_value(quick_xml::XmlVersion::Implicit1_0)?.into_owned());
+            return Ok(attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)?
+                .into_owned());
         }
     }
     bail!("<{SLOT_ELEMENT}> without a name attribute")
@@ -147,7 +166,11 @@ fn fill_attributes(
     for attr in e.attributes() {
         let attr = attr?;
         let key = attr.key.as_ref().to_string();
-        let value = fill(&attr.normalized_value(quick_xml::XmlVersion::Implicit1_0)?, ctx, used)?;
+        let value = fill(
+            &attr.normalized_value(quick_xml::XmlVersion::Implicit1_0)?,
+            ctx,
+            used,
+        )?;
         out.push_attribute((key.as_str(), value.as_str()));
     }
     Ok(out)
@@ -184,12 +207,20 @@ mod tests {
     fn fills_text_and_attributes_with_escaping() {
         let t = r#"<a x="{{v}}"><b>{{v}} and {{w}}</b></a>"#;
         let out = render(t, "t.xml", &Vars::new().value("v", "<&\"'>").value("w", 7)).unwrap();
-        assert_eq!(out, r#"<a x="&lt;&amp;&quot;&apos;&gt;"><b>&lt;&amp;&quot;&apos;&gt; and 7</b></a>"#);
+        assert_eq!(
+            out,
+            r#"<a x="&lt;&amp;&quot;&apos;&gt;"><b>&lt;&amp;&quot;&apos;&gt; and 7</b></a>"#
+        );
     }
 
     #[test]
     fn injected_markup_stays_text() {
-        let out = render("<n>{{v}}</n>", "t.xml", &Vars::new().value("v", "</n><evil/>")).unwrap();
+        let out = render(
+            "<n>{{v}}</n>",
+            "t.xml",
+            &Vars::new().value("v", "</n><evil/>"),
+        )
+        .unwrap();
         assert!(!out.contains("<evil/>"), "{out}");
     }
 
@@ -197,7 +228,10 @@ mod tests {
     fn slots_take_parsed_fragments() {
         let t = r#"<d><mkheadnode-slot name="nic"/></d>"#;
         let ctx = Vars::new().slot("nic", "<interface type='network'/>".into());
-        assert_eq!(render(t, "t.xml", &ctx).unwrap(), r#"<d><interface type="network"/></d>"#);
+        assert_eq!(
+            render(t, "t.xml", &ctx).unwrap(),
+            r#"<d><interface type="network"/></d>"#
+        );
         let bad = Vars::new().slot("nic", "<interface>".into());
         assert!(render(t, "t.xml", &bad).is_err());
     }
@@ -208,7 +242,12 @@ mod tests {
         assert!(format!("{e:#}").contains("{{x}}"), "{e:#}");
         let e = render("<a/>", "t.xml", &Vars::new().value("y", 1)).unwrap_err();
         assert!(format!("{e:#}").contains("does not use y"), "{e:#}");
-        let e = render(r#"<a><mkheadnode-slot name="s"/></a>"#, "t.xml", &Vars::new()).unwrap_err();
+        let e = render(
+            r#"<a><mkheadnode-slot name="s"/></a>"#,
+            "t.xml",
+            &Vars::new(),
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("slot `s`"), "{e:#}");
     }
 }

@@ -54,9 +54,7 @@ impl FromStr for Vlan {
         if s.len() > 1 && s.starts_with('0') {
             return Err(bad("write it without leading zeros"));
         }
-        let id: u16 = s
-            .parse()
-            .map_err(|_| bad("use a number from 1 to 4094"))?;
+        let id: u16 = s.parse().map_err(|_| bad("use a number from 1 to 4094"))?;
         Vlan::new(id)
     }
 }
@@ -71,6 +69,15 @@ pub fn parse_list(spec: &str) -> anyhow::Result<Vec<Vlan>> {
             return Err(failure(
                 Kind::Usage,
                 format!("invalid VLAN list `{spec}`: it has an empty item"),
+            ));
+        }
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b' ')
+        {
+            return Err(failure(
+                Kind::Usage,
+                format!("invalid VLAN `{part}`: use numbers from 1 to 4094, ranges like 100-110, commas between"),
             ));
         }
         match part.split_once('-') {
@@ -109,7 +116,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_and_names_it() {
-        for bad in ["0", "4095", "65536", "abc", "1;rm -rf /", "01x", "-1", "", " 4", "007"] {
+        for bad in [
+            "0",
+            "4095",
+            "65536",
+            "abc",
+            "1;rm -rf /",
+            "01x",
+            "-1",
+            "",
+            " 4",
+            "007",
+        ] {
             let msg = err(bad);
             assert!(msg.contains(&format!("`{bad}`")), "{bad:?} -> {msg}");
         }
@@ -118,7 +136,13 @@ mod tests {
 
     #[test]
     fn lists_and_ranges() {
-        let ids = |s: &str| parse_list(s).unwrap().iter().map(|v| v.id()).collect::<Vec<_>>();
+        let ids = |s: &str| {
+            parse_list(s)
+                .unwrap()
+                .iter()
+                .map(|v| v.id())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids("42"), vec![42]);
         assert_eq!(ids("7,9,12"), vec![7, 9, 12]);
         assert_eq!(ids("100-103"), vec![100, 101, 102, 103]);
@@ -127,7 +151,13 @@ mod tests {
 
     #[test]
     fn bad_lists_name_the_part() {
-        for (spec, part) in [("5-3", "5-3"), ("1,,2", "1,,2"), ("1-4095", "4095"), ("x-3", "x")] {
+        for (spec, part) in [
+            ("5-3", "5-3"),
+            ("1,,2", "1,,2"),
+            ("1-4095", "4095"),
+            ("x-3", "x-3"),
+            ("1;rm -rf /", "1;rm -rf /"),
+        ] {
             let msg = format!("{:#}", parse_list(spec).unwrap_err());
             assert!(msg.contains(&format!("`{part}`")), "{spec:?} -> {msg}");
         }

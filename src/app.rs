@@ -1,0 +1,245 @@
+/*!
+Running a parsed command line: load settings, connect, dispatch, and sum up bulk runs.
+*/
+
+use crate::cli::{Cli, Command, CreateArgs};
+use crate::config::Config;
+use crate::error::{failure, kind_of, Kind};
+use crate::hypervisor::Hypervisor;
+use crate::ops::{CreateOptions, Created, Session};
+use crate::plan::Plan;
+use crate::report::{Reporter, Verbosity};
+use crate::vlan::{self, Vlan};
+use crate::{check, domain_xml, seed, virt_type, wait};
+use anyhow::Context as _;
+use std::time::Duration;
+
+/// Run the command line; the error's kind decides the exit status.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::KvmProbe) = cli.command {
+        return virt_type::run_probe();
+    }
+    let g = &cli.global;
+    let out = Reporter {
+        verbosity: if g.quiet {
+            Verbosity::Quiet
+        } else if g.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        },
+    };
+    let config = g.apply(Config::load(g.config.as_deref())?)?;
+    match cli.command {
+        None => {
+            let Some(spec) = cli.vlans.as_deref() else {
+                return Err(failure(
+                    Kind::Usage,
+                    "no VLAN given: try `mkheadnode 42`, or `mkheadnode --help`",
+                ));
+            };
+            create(&cli, config, out, spec, &cli.create, false)
+        }
+        Some(Command::Create {
+            ref vlans,
+            ref create,
+        }) => self::create(&cli, config, out, vlans, create, false),
+        Some(Command::Rebuild {
+            ref vlans,
+            ref create,
+        }) => self::create(&cli, config, out, vlans, create, true),
+        Some(Command::Teardown { ref vlans, purge }) => {
+            let vlans = vlan::parse_list(vlans)?;
+            if g.dry_run {
+                for v in &vlans {
+                    println!(
+                        "would tear down headnode-{v}{}",
+                        if purge {
+                            " and purge its config dir"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                return Ok(());
+            }
+            let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
+            each(&vlans, out, |v| {
+                session.teardown(v, purge).map(|()| "torn down")
+            })
+        }
+        Some(Command::List { json }) => {
+            let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
+            let rows = session.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", crate::ops::table(&rows));
+            }
+            Ok(())
+        }
+        Some(Command::Status { ref vlan, json }) => {
+            let vlan: Vlan = vlan.parse()?;
+            let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
+            let row = session.status(vlan)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&row)?);
+            } else {
+                print!("{}", crate::ops::table(&[row]));
+            }
+            Ok(())
+        }
+        Some(Command::Check { ref vlans }) => {
+            let vlans = match vlans {
+                Some(spec) => vlan::parse_list(spec)?,
+                None => Vec::new(),
+            };
+            let hv = Hypervisor::connect(&g.connect);
+            let findings = check::run(&config, hv.as_ref().map_err(|e| format!("{e:#}")), &vlans);
+            print!("{}", check::render(&findings));
+            let failed = findings
+                .iter()
+                .filter(|f| f.level == check::Level::Fail)
+                .count();
+            if failed > 0 {
+                return Err(failure(
+                    Kind::Other,
+                    format!("{failed} check(s) failed; see above"),
+                ));
+            }
+            Ok(())
+        }
+        Some(Command::KvmProbe) => unreachable!("handled above"),
+    }
+}
+
+fn create(
+    cli: &Cli,
+    config: Config,
+    out: Reporter,
+    spec: &str,
+    args: &CreateArgs,
+    rebuild: bool,
+) -> anyhow::Result<()> {
+    let vlans = vlan::parse_list(spec)?;
+    if let Some(m) = &args.machines {
+        // Validate before connecting or touching anything.
+        let text = std::fs::read_to_string(m).map_err(|e| {
+            failure(
+                Kind::NotFound,
+                format!("cannot read machines file {}: {e}", m.display()),
+            )
+        })?;
+        crate::machines::parse(&text, &m.display().to_string())?;
+    }
+    if cli.global.dry_run {
+        return dry_run(&cli.global.connect, &config, &vlans);
+    }
+    let session = Session::new(config, Hypervisor::connect(&cli.global.connect)?, out);
+    let opts = CreateOptions {
+        machines: args.machines.clone(),
+        no_start: args.no_start,
+    };
+    let mut started: Vec<Plan> = Vec::new();
+    let verb = if rebuild { "rebuilt" } else { "created" };
+    let result = each(&vlans, out, |v| {
+        let outcome = if rebuild {
+            session.rebuild(v, &opts)?
+        } else {
+            session.create(v, &opts)?
+        };
+        let plan = session.plan(v);
+        if !opts.no_start {
+            started.push(plan);
+        }
+        Ok(match outcome {
+            Created::New => verb,
+            Created::Unchanged => "unchanged",
+        })
+    });
+    if args.wait && !started.is_empty() {
+        if !session.hv.is_local() {
+            return Err(failure(
+                Kind::Usage,
+                "--wait reads the serial console log, which is on the remote hypervisor: run it there",
+            ));
+        }
+        wait::until_ready(
+            &started,
+            Duration::from_secs(args.timeout),
+            out.verbosity > Verbosity::Quiet,
+        )?;
+        for plan in &started {
+            out.summary(format!(
+                "{} is ready: ssh to {} from the VLAN, `virsh console {}` from here",
+                plan.domain_name, plan.addressing.private_address, plan.domain_name
+            ));
+        }
+    }
+    result
+}
+
+fn dry_run(uri: &str, config: &Config, vlans: &[Vlan]) -> anyhow::Result<()> {
+    let choice = match Hypervisor::connect(uri) {
+        Ok(hv) => virt_type::choose(config.virt_type, hv.offers_kvm()),
+        Err(_) => virt_type::choose(config.virt_type, false),
+    };
+    eprintln!("virt type: {}", choice.reason);
+    for &v in vlans {
+        let plan = Plan::new(config, v, choice.virt_type);
+        println!(
+            "<!-- {}: domain XML -->\n{}",
+            plan.domain_name,
+            domain_xml::domain(&plan)?
+        );
+        for (name, text) in seed::files(&plan)?.entries() {
+            println!("# {}: seed file {name}\n{text}", plan.domain_name);
+        }
+    }
+    Ok(())
+}
+
+/// Run `f` for every VLAN, each independently; report each outcome and sum up. The error, if
+/// any, has the kind of the first failure.
+fn each(
+    vlans: &[Vlan],
+    out: Reporter,
+    mut f: impl FnMut(Vlan) -> anyhow::Result<&'static str>,
+) -> anyhow::Result<()> {
+    if let [v] = vlans {
+        return f(*v).map(|_| ()).with_context(|| format!("VLAN {v}"));
+    }
+    let mut failed: Vec<(Vlan, Kind)> = Vec::new();
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for &v in vlans {
+        match f(v) {
+            Ok(what) => *counts.entry(what).or_default() += 1,
+            Err(e) => {
+                out.error(Some(v), &e);
+                failed.push((v, kind_of(&e)));
+            }
+        }
+    }
+    {
+        let mut parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        if !failed.is_empty() {
+            parts.push(format!("{} failed", failed.len()));
+        }
+        out.summary(format!("{} VLANs: {}", vlans.len(), parts.join(", ")));
+    }
+    match failed.first() {
+        None => Ok(()),
+        Some(&(_, kind)) => {
+            let list: Vec<String> = failed.iter().map(|(v, _)| v.to_string()).collect();
+            Err(failure(
+                kind,
+                format!(
+                    "{} of {} VLANs failed: {}",
+                    failed.len(),
+                    vlans.len(),
+                    list.join(", ")
+                ),
+            ))
+        }
+    }
+}

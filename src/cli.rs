@@ -1,0 +1,315 @@
+/*!
+The command line: clap definitions, and turning flags into settings layered over the config
+file.
+*/
+
+use crate::config::{Attachment, Config, VirtTypeChoice};
+use clap::{Args, Parser, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Give every VLAN its own PXE headnode VM on libvirt.
+///
+/// `mkheadnode 42` creates and starts the headnode of VLAN 42. VLAN lists such as `100-110`
+/// or `7,9,12` work everywhere a VLAN does; each VLAN is handled on its own.
+#[derive(Debug, Parser)]
+#[command(name = "mkheadnode", version, args_conflicts_with_subcommands = true, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do (default: create the VLANs given).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// VLANs to create, e.g. `42`, `100-110`, `7,9,12`.
+    #[arg(value_name = "VLANS")]
+    pub vlans: Option<String>,
+
+    /// Options of create.
+    #[command(flatten)]
+    pub create: CreateArgs,
+
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+const EXIT_CODES: &str =
+    "Exit status: 0 success, 1 other failure, 2 usage or configuration error, \
+3 not found, 4 libvirt failure, 5 --wait timed out, 6 refused (a domain that is not ours).";
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and start headnodes (the default command).
+    Create {
+        /// VLANs, e.g. `42`, `100-110`, `7,9,12`.
+        vlans: String,
+        /// Options of create.
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+    /// Stop and remove headnodes and their disks; keeps the config dir unless --purge.
+    Teardown {
+        /// VLANs, e.g. `42`, `100-110`, `7,9,12`.
+        vlans: String,
+        /// Also delete /var/lib/headnode-config/<vlan>.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Tear down (keeping the config dir) and create again, with the same MACs.
+    Rebuild {
+        /// VLANs, e.g. `42`, `100-110`, `7,9,12`.
+        vlans: String,
+        /// Options of create.
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+    /// List every headnode made by mkheadnode.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one headnode.
+    Status {
+        /// The VLAN.
+        vlan: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the host: libvirt, AppArmor, config dir, base image, networks, kvm.
+    Check {
+        /// Also check the VLAN networks of these VLANs.
+        vlans: Option<String>,
+    },
+    /// Internal: run the KVM probe (used by virt-type auto).
+    #[command(name = crate::virt_type::PROBE_ARG, hide = true)]
+    KvmProbe,
+}
+
+/// Options of create and rebuild.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CreateArgs {
+    /// Install this file (validated: `<mac> <ipv4>` per line) as machines.txt.
+    #[arg(long, value_name = "FILE")]
+    pub machines: Option<PathBuf>,
+    /// Define the headnodes but do not start them.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Wait until each headnode's cloud-init has finished.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit status 5).
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    pub timeout: u64,
+}
+
+/// Options every command takes; each config key is also a flag here.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// libvirt URI.
+    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI", default_value = crate::hypervisor::DEFAULT_URI)]
+    pub connect: String,
+    /// Config file (default /etc/mkheadnode/config.toml, if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the domain XML and seed files; change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Say more.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Say only errors and the summary.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Base cloud image (qcow2 or raw).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub base_image: Option<PathBuf>,
+    /// Storage pool for overlays and seeds.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub pool: Option<String>,
+    /// Directory of that pool.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub pool_dir: Option<PathBuf>,
+    /// Overlay disk size in GiB.
+    #[arg(long, global = true, value_name = "GIB")]
+    pub disk_gib: Option<u64>,
+    /// Parent of the per-VLAN config dirs.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_root: Option<PathBuf>,
+    /// libvirt's AppArmor abstraction file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub apparmor_abstraction: Option<PathBuf>,
+    /// Directory for per-VLAN lock files.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
+    /// Directory for serial console logs.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Memory per headnode in MiB.
+    #[arg(long, global = true, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Virtual CPUs per headnode.
+    #[arg(long, global = true)]
+    pub vcpus: Option<u32>,
+    /// kvm, qemu (TCG) or auto.
+    #[arg(long, global = true, value_enum)]
+    pub virt_type: Option<VirtTypeChoice>,
+    /// VLAN side: libvirt network name pattern (`{vlan}` is replaced).
+    #[arg(long, global = true, value_name = "PATTERN", group = "vlan_att")]
+    pub vlan_network: Option<String>,
+    /// VLAN side: Linux bridge name pattern (`{vlan}` is replaced).
+    #[arg(long, global = true, value_name = "PATTERN", group = "vlan_att")]
+    pub vlan_bridge: Option<String>,
+    /// VLAN side: Open vSwitch bridge; the NIC gets the VLAN tag.
+    #[arg(long, global = true, value_name = "BRIDGE", group = "vlan_att")]
+    pub vlan_ovs_bridge: Option<String>,
+    /// Public side: libvirt network.
+    #[arg(long, global = true, value_name = "NAME", group = "pub_att")]
+    pub public_network: Option<String>,
+    /// Public side: Linux bridge.
+    #[arg(long, global = true, value_name = "BRIDGE", group = "pub_att")]
+    pub public_bridge: Option<String>,
+    /// Headnode address on the VLAN.
+    #[arg(long, global = true, value_name = "IPV4")]
+    pub private_address: Option<Ipv4Addr>,
+    /// Headnode address on the BMC management subnet.
+    #[arg(long, global = true, value_name = "IPV4")]
+    pub management_address: Option<Ipv4Addr>,
+    /// First address of the DHCP range.
+    #[arg(long, global = true, value_name = "IPV4")]
+    pub dhcp_range_start: Option<Ipv4Addr>,
+    /// Last address of the DHCP range.
+    #[arg(long, global = true, value_name = "IPV4")]
+    pub dhcp_range_end: Option<Ipv4Addr>,
+    /// An SSH public key for the headnode's default user (repeatable; adds to the config's).
+    #[arg(long = "ssh-key", global = true, value_name = "KEY")]
+    pub ssh_keys: Vec<String>,
+}
+
+impl GlobalArgs {
+    /// Lay the flags over `config` and validate the result.
+    pub fn apply(&self, mut config: Config) -> anyhow::Result<Config> {
+        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *slot = v.clone();
+            }
+        }
+        set(&mut config.base_image, &self.base_image);
+        set(&mut config.pool, &self.pool);
+        set(&mut config.pool_dir, &self.pool_dir);
+        set(&mut config.disk_gib, &self.disk_gib);
+        set(&mut config.config_root, &self.config_root);
+        set(&mut config.apparmor_abstraction, &self.apparmor_abstraction);
+        set(&mut config.lock_dir, &self.lock_dir);
+        set(&mut config.log_dir, &self.log_dir);
+        set(&mut config.memory_mib, &self.memory);
+        set(&mut config.vcpus, &self.vcpus);
+        set(&mut config.virt_type, &self.virt_type);
+        set(
+            &mut config.addressing.private_address,
+            &self.private_address,
+        );
+        set(
+            &mut config.addressing.management_address,
+            &self.management_address,
+        );
+        set(
+            &mut config.addressing.dhcp_range_start,
+            &self.dhcp_range_start,
+        );
+        set(&mut config.addressing.dhcp_range_end, &self.dhcp_range_end);
+        if let Some(name) = &self.vlan_network {
+            config.vlan_attachment = Attachment::Network { name: name.clone() };
+        }
+        if let Some(name) = &self.vlan_bridge {
+            config.vlan_attachment = Attachment::Bridge { name: name.clone() };
+        }
+        if let Some(name) = &self.vlan_ovs_bridge {
+            config.vlan_attachment = Attachment::Ovs { name: name.clone() };
+        }
+        if let Some(name) = &self.public_network {
+            config.public_attachment = Attachment::Network { name: name.clone() };
+        }
+        if let Some(name) = &self.public_bridge {
+            config.public_attachment = Attachment::Bridge { name: name.clone() };
+        }
+        config
+            .ssh_authorized_keys
+            .extend(self.ssh_keys.iter().cloned());
+        config.validate().context("in the command-line flags")?;
+        Ok(config)
+    }
+}
+
+use anyhow::Context as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bare_vlans_mean_create_and_flags_override_config() {
+        let cli = Cli::try_parse_from([
+            "mkheadnode",
+            "42",
+            "--memory",
+            "2048",
+            "--vlan-bridge",
+            "br{vlan}",
+            "--wait",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.vlans.as_deref(), Some("42"));
+        assert!(cli.create.wait);
+        let config = cli.global.apply(Config::default()).unwrap();
+        assert_eq!(config.memory_mib, 2048);
+        assert_eq!(
+            config.vlan_attachment,
+            Attachment::Bridge {
+                name: "br{vlan}".into()
+            }
+        );
+    }
+
+    #[test]
+    fn subcommands_take_global_flags_after_them() {
+        let cli = Cli::try_parse_from([
+            "mkheadnode",
+            "teardown",
+            "7,9",
+            "--purge",
+            "-c",
+            "test:///default",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Teardown { purge: true, .. })
+        ));
+        assert_eq!(cli.global.connect, "test:///default");
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors() {
+        assert!(Cli::try_parse_from([
+            "mkheadnode",
+            "1",
+            "--vlan-network",
+            "a",
+            "--vlan-bridge",
+            "b"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from(["mkheadnode", "1", "--vcpus", "0"]).unwrap();
+        let err = cli.global.apply(Config::default()).unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), crate::error::Kind::Usage);
+    }
+}

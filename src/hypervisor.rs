@@ -1,0 +1,295 @@
+/*!
+The libvirt side: one connection and the handful of calls mkheadnode makes through it.
+
+Every call adds what it was doing to the error, so a libvirt failure reads as
+"defining domain headnode-42: <libvirt's message>".
+*/
+
+use crate::domain_xml::{self, Metadata, METADATA_NS};
+use crate::error::{failure, Kind};
+use anyhow::Context;
+use std::path::Path;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::enumutil::Enum;
+use virt::error::{Error as VirtError, ErrorNumber};
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::stream::Stream;
+use virt::sys;
+
+/// The libvirt URI used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says otherwise.
+pub const DEFAULT_URI: &str = "qemu:///system";
+
+fn is(err: &VirtError, code: ErrorNumber) -> bool {
+    matches!(err.code(), Enum::Known(c) if c == code)
+}
+
+/// A connection to libvirt.
+pub struct Hypervisor {
+    conn: Connect,
+    uri: String,
+}
+
+impl Hypervisor {
+    /// Connect to `uri`.
+    pub fn connect(uri: &str) -> anyhow::Result<Hypervisor> {
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some(uri)).map_err(|e| {
+            failure(
+                Kind::Libvirt,
+                format!(
+                    "cannot connect to libvirt at {uri}: {}. Is libvirtd running (`libvirtd -d`, \
+                     or `systemctl start libvirtd`), and are you root or in group libvirt?",
+                    e.message()
+                ),
+            )
+        })?;
+        Ok(Hypervisor {
+            conn,
+            uri: uri.to_string(),
+        })
+    }
+
+    /// The URI this connection was opened with.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Whether the hypervisor runs on this machine (so its paths are our paths).
+    pub fn is_local(&self) -> bool {
+        match self.uri.split_once("://") {
+            Some((scheme, rest)) => !scheme.contains('+') && rest.starts_with('/'),
+            None => true,
+        }
+    }
+
+    /// Whether this is the QEMU driver (as opposed to e.g. `test:///default`).
+    pub fn is_qemu_driver(&self) -> bool {
+        self.conn
+            .driver_type()
+            .map(|t| t.eq_ignore_ascii_case("qemu"))
+            .unwrap_or(false)
+    }
+
+    /// Whether libvirt offers `<domain type='kvm'>` for x86_64 guests.
+    pub fn offers_kvm(&self) -> bool {
+        self.conn
+            .domain_capabilities(None, Some("x86_64"), None, Some("kvm"), 0)
+            .is_ok()
+    }
+
+    /// libvirt's security drivers, from the host capabilities (e.g. `apparmor`, `dac`).
+    pub fn security_models(&self) -> anyhow::Result<Vec<String>> {
+        let caps = self
+            .conn
+            .capabilities()
+            .context("reading host capabilities")?;
+        Ok(caps
+            .split("<secmodel>")
+            .skip(1)
+            .filter_map(|s| s.split("</secmodel>").next())
+            .filter_map(|s| s.split("<model>").nth(1)?.split("</model>").next())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Whether a libvirt network of this name exists and is active.
+    pub fn network_active(&self, name: &str) -> anyhow::Result<Option<bool>> {
+        match self.conn.lookup_network_by_name(name) {
+            Ok(net) => Ok(Some(net.is_active()?)),
+            Err(e) if is(&e, ErrorNumber::NoNetwork) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up network {name}")),
+        }
+    }
+
+    /// The named storage pool, defined (as a dir pool at `dir`), built and started if needed.
+    pub fn ensure_pool(&self, name: &str, dir: &Path) -> anyhow::Result<StoragePool> {
+        let pool = match self.conn.lookup_storage_pool_by_name(name) {
+            Ok(p) => p,
+            Err(e) if is(&e, ErrorNumber::NoStoragePool) => {
+                let xml = domain_xml::pool(name, dir)?;
+                let p = self
+                    .conn
+                    .define_storage_pool_xml(&xml, 0)
+                    .with_context(|| {
+                        format!("defining storage pool {name} at {}", dir.display())
+                    })?;
+                p.build(sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
+                    .or_else(|_| p.build(0))
+                    .with_context(|| {
+                        format!("building storage pool {name} at {}", dir.display())
+                    })?;
+                p.set_autostart(true)?;
+                p
+            }
+            Err(e) => return Err(e).with_context(|| format!("looking up storage pool {name}")),
+        };
+        if !pool.is_active()? {
+            pool.create(0)
+                .with_context(|| format!("starting storage pool {name}"))?;
+        }
+        pool.refresh(0).ok();
+        Ok(pool)
+    }
+
+    /// The named pool if it exists.
+    pub fn find_pool(&self, name: &str) -> anyhow::Result<Option<StoragePool>> {
+        match self.conn.lookup_storage_pool_by_name(name) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if is(&e, ErrorNumber::NoStoragePool) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up storage pool {name}")),
+        }
+    }
+
+    /// The named volume in `pool`, if it exists.
+    pub fn find_volume(
+        &self,
+        pool: &StoragePool,
+        name: &str,
+    ) -> anyhow::Result<Option<StorageVol>> {
+        match pool.lookup_storage_vol_by_name(name) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is(&e, ErrorNumber::NoStorageVolume) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up volume {name}")),
+        }
+    }
+
+    /// Create a volume from its XML.
+    pub fn create_volume(
+        &self,
+        pool: &StoragePool,
+        name: &str,
+        xml: &str,
+    ) -> anyhow::Result<StorageVol> {
+        StorageVol::create_xml(pool, xml, 0).with_context(|| format!("creating volume {name}"))
+    }
+
+    /// Write `bytes` into `vol` from its start, through a libvirt stream (works remotely too).
+    pub fn upload(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
+        let stream = Stream::new(&self.conn, 0).context("opening an upload stream")?;
+        vol.upload(&stream, 0, bytes.len() as u64, 0)
+            .context("starting the upload")?;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            let n = stream.send(&bytes[sent..]).context("uploading")?;
+            if n <= 0 {
+                let _ = stream.abort();
+                anyhow::bail!("upload stream closed after {sent} of {} bytes", bytes.len());
+            }
+            sent += n as usize;
+        }
+        stream.finish().context("finishing the upload")?;
+        Ok(())
+    }
+
+    /// Delete the named volume from the named pool; a missing pool or volume is not an error.
+    /// Returns whether something was deleted.
+    pub fn delete_volume(&self, pool: &str, name: &str) -> anyhow::Result<bool> {
+        let Some(pool) = self.find_pool(pool)? else {
+            return Ok(false);
+        };
+        pool.refresh(0).ok();
+        match self.find_volume(&pool, name)? {
+            Some(v) => {
+                v.delete(0)
+                    .with_context(|| format!("deleting volume {name}"))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The named domain, if it exists.
+    pub fn find_domain(&self, name: &str) -> anyhow::Result<Option<Domain>> {
+        match self.conn.lookup_domain_by_name(name) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if is(&e, ErrorNumber::NoDomain) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up domain {name}")),
+        }
+    }
+
+    /// Our metadata on `dom`, or `None` if the domain is not one of ours.
+    pub fn metadata(&self, dom: &Domain) -> anyhow::Result<Option<Metadata>> {
+        match dom.metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(METADATA_NS),
+            0,
+        ) {
+            Ok(xml) => Ok(Some(domain_xml::parse_metadata(&xml)?)),
+            Err(e) if is(&e, ErrorNumber::NoDomainMetadata) => Ok(None),
+            Err(e) => Err(e).context("reading domain metadata"),
+        }
+    }
+
+    /// Every domain that carries our metadata, sorted by VLAN.
+    pub fn headnodes(&self) -> anyhow::Result<Vec<(Domain, Metadata)>> {
+        let mut out = Vec::new();
+        for dom in self.conn.list_all_domains(0).context("listing domains")? {
+            if let Some(meta) = self.metadata(&dom)? {
+                out.push((dom, meta));
+            }
+        }
+        out.sort_by_key(|(_, m)| m.vlan);
+        Ok(out)
+    }
+
+    /// Define a persistent domain from XML.
+    pub fn define(&self, name: &str, xml: &str) -> anyhow::Result<Domain> {
+        self.conn
+            .define_domain_xml(xml)
+            .with_context(|| format!("defining domain {name}"))
+    }
+
+    /// Stop `dom` if it runs, then undefine it with everything libvirt keeps beside it.
+    pub fn destroy_and_undefine(&self, dom: &Domain) -> anyhow::Result<()> {
+        let name = dom.name().unwrap_or_default();
+        if dom.is_active()? {
+            dom.destroy()
+                .with_context(|| format!("stopping domain {name}"))?;
+        }
+        let mut flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;
+        if self.is_qemu_driver() {
+            flags |= sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        }
+        dom.undefine_flags(flags)
+            .with_context(|| format!("undefining domain {name}"))
+    }
+
+    /// The live (or inactive) XML of `dom`.
+    pub fn xml(&self, dom: &Domain) -> anyhow::Result<String> {
+        dom.xml_desc(0).context("reading domain XML")
+    }
+
+    /// Size in bytes and format (`qcow2` or `raw`) of a base image that libvirt knows as a
+    /// volume, for hypervisors whose files we cannot read ourselves.
+    pub fn volume_by_path(&self, path: &Path) -> Option<(u64, String)> {
+        let vol = self.conn.lookup_storage_vol_by_path(path.to_str()?).ok()?;
+        let cap = vol.info().ok()?.capacity;
+        let xml = vol.xml_desc(0).ok()?;
+        let format = if xml.contains("type='qcow2'") || xml.contains("type=\"qcow2\"") {
+            "qcow2"
+        } else {
+            "raw"
+        };
+        Some((cap, format.to_string()))
+    }
+}
+
+/// A domain's state as a short word (`running`, `shut off`, ...).
+pub fn state_word(dom: &Domain) -> String {
+    use virt::domain::DomainState as S;
+    match dom.state().map(|(s, _)| s) {
+        Ok(Enum::Known(S::Running)) => "running",
+        Ok(Enum::Known(S::Blocked)) => "blocked",
+        Ok(Enum::Known(S::Paused)) => "paused",
+        Ok(Enum::Known(S::Shutdown)) => "shutting down",
+        Ok(Enum::Known(S::Shutoff)) => "shut off",
+        Ok(Enum::Known(S::Crashed)) => "crashed",
+        Ok(Enum::Known(S::PMSuspended)) => "suspended",
+        _ => "unknown",
+    }
+    .to_string()
+}

@@ -1,0 +1,116 @@
+/*!
+Waiting for headnodes to be ready: the guest prints a marker line on its serial console when
+cloud-init has finished, and libvirt logs that console to a file on the hypervisor. The phase
+shown on the progress line comes from what the log has reached so far.
+*/
+
+use crate::error::{failure, Kind};
+use crate::plan::Plan;
+use crate::seed::ready_marker;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::time::{Duration, Instant};
+
+/// How far a boot has got, judged from its console log.
+pub fn phase(log: &str, marker: &str) -> &'static str {
+    if log.contains(marker) {
+        "ready"
+    } else if log.contains("Cloud-init v.") || log.contains("cloud-init[") {
+        "cloud-init configuring"
+    } else if log.contains("Linux version") {
+        "kernel booting"
+    } else if log.is_empty() {
+        "starting"
+    } else {
+        "firmware"
+    }
+}
+
+/// Wait until every planned headnode has printed its ready marker, or fail at `timeout`.
+pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let bar = if show_progress {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}").expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut pending: Vec<&Plan> = plans.iter().collect();
+    while !pending.is_empty() {
+        let mut phases = Vec::new();
+        pending.retain(|p| {
+            let log = std::fs::read(&p.serial_log).unwrap_or_default();
+            let ph = phase(&String::from_utf8_lossy(&log), &ready_marker(p));
+            if ph == "ready" {
+                bar.println(format!(
+                    "VLAN {}: ready after {:.0} s",
+                    p.vlan,
+                    start.elapsed().as_secs_f64()
+                ));
+                false
+            } else {
+                phases.push(format!("VLAN {} {ph}", p.vlan));
+                true
+            }
+        });
+        if pending.is_empty() {
+            break;
+        }
+        if start.elapsed() >= timeout {
+            bar.finish_and_clear();
+            let names: Vec<String> = pending
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} (console log: {})",
+                        p.domain_name,
+                        p.serial_log.display()
+                    )
+                })
+                .collect();
+            return Err(failure(
+                Kind::Timeout,
+                format!(
+                    "not ready after {} s: {}. The domains are left running for inspection; \
+                     `virsh console` or the log shows where they are",
+                    timeout.as_secs(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        bar.set_message(phases.join(", "));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_follow_the_console() {
+        let m = "mkheadnode: headnode-4 ready";
+        assert_eq!(phase("", m), "starting");
+        assert_eq!(phase("SeaBIOS (version 1.16)", m), "firmware");
+        assert_eq!(
+            phase("SeaBIOS\n[    0.000000] Linux version 6.1", m),
+            "kernel booting"
+        );
+        assert_eq!(
+            phase(
+                "Linux version\n[  9.1] cloud-init[301]: Cloud-init v. 22.4.2 running",
+                m
+            ),
+            "cloud-init configuring"
+        );
+        assert_eq!(
+            phase("... mkheadnode: headnode-4 ready after 61.2 s", m),
+            "ready"
+        );
+        assert_ne!(phase("mkheadnode: headnode-40 rea", m), "ready");
+    }
+}
