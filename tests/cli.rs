@@ -1,0 +1,86 @@
+//! The command line without a hypervisor: input validation, exit codes, help, dry runs.
+
+use crate::support::{mkheadnode, run};
+
+#[test]
+fn bad_vlans_are_usage_errors_that_name_the_input() {
+    for bad in ["0", "4095", "abc", "1;rm -rf /", "01x", "5-3"] {
+        let (code, out, err) = run(mkheadnode().args(["--dry-run", "--virt-type", "qemu", bad]));
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        assert!(out.is_empty(), "{bad}: printed {out}");
+    }
+}
+
+#[test]
+fn no_vlan_is_a_usage_error() {
+    let (code, _, err) = run(&mut mkheadnode());
+    assert_eq!(code, 2);
+    assert!(err.contains("mkheadnode 42"), "{err}");
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let (code, out, _) = run(mkheadnode().arg("--help"));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("5 --wait timed out") && out.contains("6 refused"),
+        "{out}"
+    );
+    for sub in ["teardown", "rebuild", "list", "status", "check"] {
+        assert!(out.contains(sub), "help lacks {sub}");
+    }
+}
+
+#[test]
+fn config_file_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("c.toml");
+    std::fs::write(&bad, "memroy_mib = 2048\n").unwrap();
+    let (code, _, err) = run(mkheadnode().args(["--dry-run", "42", "--config"]).arg(&bad));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("memroy_mib") && err.contains("c.toml"),
+        "{err}"
+    );
+    let (code, _, err) =
+        run(mkheadnode().args(["--dry-run", "42", "--config", "/nonexistent/c.toml"]));
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn bad_machines_file_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("machines.txt");
+    std::fs::write(
+        &m,
+        "aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:02 10.0.0.999\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(mkheadnode()
+        .args(["--dry-run", "--virt-type", "qemu", "42", "--machines"])
+        .arg(&m));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("10.0.0.999"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dry_run_prints_xml_and_seed_for_each_vlan() {
+    let (code, out, err) = run(mkheadnode().args(["--dry-run", "--virt-type", "qemu", "7,9"]));
+    assert_eq!(code, 0, "{err}");
+    for v in ["7", "9"] {
+        assert!(out.contains(&format!("<name>headnode-{v}</name>")), "{out}");
+        assert!(
+            out.contains(&format!("# headnode-{v}: seed file user-data")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("# headnode-{v}: seed file network-config")),
+            "{out}"
+        );
+    }
+    assert!(err.contains("qemu (TCG), as configured"), "{err}");
+}

@@ -1,0 +1,11 @@
+//! mkheadnode's integration tests: one binary, a module per area.
+//!
+//! `cli` and `validate` need only the built binary and the validators (`virt-xml-validate`,
+//! `cloud-init`, `isoinfo`); `test_driver` uses libvirt's in-memory `test:///default`; `system`
+//! drives the real `qemu:///system` (libvirtd running, root), as `make test` arranges.
+
+mod cli;
+mod support;
+mod system;
+mod test_driver;
+mod validate;

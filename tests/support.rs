@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The mkheadnode binary, with an environment that does not leak the developer's settings.
+pub fn mkheadnode() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mkheadnode"));
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("LIBVIRT_DEFAULT_URI");
+    cmd
+}
+
+/// Run a command, returning (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("command runs");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Run a shell tool and insist that it succeeds; returns stdout.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let (code, out, err) = run(Command::new(program).args(args));
+    assert_eq!(code, 0, "{program} {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// Run `virt-xml-validate` on `xml` as `kind`; returns its verdict and message.
+pub fn virt_xml_validate(xml: &str, kind: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.xml");
+    std::fs::write(&path, xml).unwrap();
+    let (code, out, err) = run(Command::new("virt-xml-validate").arg(&path).arg(kind));
+    (code == 0, format!("{out}{err}"))
+}
+
+/// A directory that qemu's user can reach (unlike a 0700 tempdir), removed on drop.
+pub struct OpenDir {
+    pub path: PathBuf,
+}
+
+impl OpenDir {
+    pub fn new(tag: &str) -> OpenDir {
+        let base = Path::new("/var/lib/mkheadnode-tests");
+        std::fs::create_dir_all(base).unwrap();
+        let path = base.join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        for p in [base, path.as_path()] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        OpenDir { path }
+    }
+}
+
+impl Drop for OpenDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,0 +1,431 @@
+//! The real thing: `qemu:///system` with libvirtd running, guests under TCG. Each test works
+//! in a sandbox of its own (VLAN, isolated networks, pool, config root, AppArmor file copy),
+//! and removes every trace on drop, also when it fails.
+
+use crate::support::{mkheadnode, run, virt_xml_validate, OpenDir};
+use mkheadnode::domain_xml::live_facts;
+use std::path::PathBuf;
+use std::process::Command;
+
+const URI: &str = "qemu:///system";
+
+fn virsh(args: &[&str]) -> (i32, String, String) {
+    run(Command::new("virsh").arg("-c").arg(URI).args(args))
+}
+
+struct Sandbox {
+    dir: OpenDir,
+    tag: String,
+    vlans: Vec<u16>,
+    log_dir: PathBuf,
+}
+
+impl Sandbox {
+    fn new(tag: &str, vlans: &[u16]) -> Sandbox {
+        let dir = OpenDir::new(tag);
+        let log_dir = dir.path.join("log");
+        let sb = Sandbox {
+            dir,
+            tag: tag.to_string(),
+            vlans: vlans.to_vec(),
+            log_dir,
+        };
+        sb.cleanup_libvirt();
+        let (code, _, err) = run(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(sb.base())
+            .arg("64M"));
+        assert_eq!(code, 0, "qemu-img: {err}");
+        std::fs::write(sb.aa(), "  /usr/share/qemu/** r,\n").unwrap();
+        std::fs::create_dir_all(sb.path("log")).unwrap();
+        let mut nets: Vec<String> = vlans.iter().map(|v| format!("mkt-v{v}")).collect();
+        nets.push(sb.public_net());
+        for net in nets {
+            let xml = sb.path(&format!("{net}.xml"));
+            std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
+            let (code, _, err) = virsh(&["net-define", xml.to_str().unwrap()]);
+            assert_eq!(code, 0, "net-define {net}: {err}");
+            let (code, _, err) = virsh(&["net-start", &net]);
+            assert_eq!(code, 0, "net-start {net}: {err}");
+        }
+        sb
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path.join(rel)
+    }
+    fn base(&self) -> PathBuf {
+        self.path("base.qcow2")
+    }
+    fn aa(&self) -> PathBuf {
+        self.path("libvirt-qemu")
+    }
+    fn pool(&self) -> String {
+        format!("mkt-{}", self.tag)
+    }
+    fn public_net(&self) -> String {
+        format!("mkt-p-{}", self.tag)
+    }
+    fn config_dir(&self, vlan: u16) -> PathBuf {
+        self.path(&format!("cfg/{vlan}"))
+    }
+
+    /// mkheadnode with this sandbox's settings after `args`.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = mkheadnode();
+        c.args(args).args([
+            "--connect",
+            URI,
+            "--virt-type",
+            "qemu",
+            "--memory",
+            "256",
+            "--vcpus",
+            "1",
+        ]);
+        c.arg("--base-image").arg(self.base());
+        c.args(["--pool", &self.pool()]);
+        c.arg("--pool-dir").arg(self.path("pool"));
+        c.arg("--config-root").arg(self.path("cfg"));
+        c.arg("--apparmor-abstraction").arg(self.aa());
+        c.arg("--lock-dir").arg(self.path("lock"));
+        c.arg("--log-dir").arg(&self.log_dir);
+        c.args([
+            "--vlan-network",
+            "mkt-v{vlan}",
+            "--public-network",
+            &self.public_net(),
+        ]);
+        c
+    }
+
+    fn mk(&self, args: &[&str]) -> (i32, String, String) {
+        run(&mut self.cmd(args))
+    }
+
+    fn volumes(&self) -> Vec<String> {
+        let (_, out, _) = virsh(&["vol-list", &self.pool()]);
+        out.lines()
+            .skip(2)
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn domain_exists(&self, vlan: u16) -> bool {
+        virsh(&["domstate", &format!("headnode-{vlan}")]).0 == 0
+    }
+
+    fn cleanup_libvirt(&self) {
+        for v in &self.vlans {
+            let name = format!("headnode-{v}");
+            virsh(&["destroy", &name]);
+            virsh(&["undefine", &name, "--nvram"]);
+            virsh(&["net-destroy", &format!("mkt-v{v}")]);
+            virsh(&["net-undefine", &format!("mkt-v{v}")]);
+        }
+        virsh(&["net-destroy", &self.public_net()]);
+        virsh(&["net-undefine", &self.public_net()]);
+        for vol in self.volumes() {
+            virsh(&["vol-delete", &vol, "--pool", &self.pool()]);
+        }
+        virsh(&["pool-destroy", &self.pool()]);
+        virsh(&["pool-undefine", &self.pool()]);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.cleanup_libvirt();
+    }
+}
+
+fn status_json(sb: &Sandbox, vlan: u16) -> serde_json::Value {
+    let (code, out, err) = sb.mk(&["status", &vlan.to_string(), "--json"]);
+    assert_eq!(code, 0, "status: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn uuid(vlan: u16) -> String {
+    virsh(&["domuuid", &format!("headnode-{vlan}")])
+        .1
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn create_makes_the_planned_headnode_and_recreate_changes_nothing() {
+    let sb = Sandbox::new("create", &[4001]);
+    let (code, _, err) = sb.mk(&["4001"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("started headnode-4001"), "{err}");
+
+    assert_eq!(virsh(&["domstate", "headnode-4001"]).1.trim(), "running");
+    let (_, xml, _) = virsh(&["dumpxml", "headnode-4001"]);
+    let facts = live_facts(&xml).unwrap();
+    assert_eq!(facts.virt_type, "qemu");
+    assert_eq!(
+        facts.interfaces,
+        vec![
+            ("52:54:00:4d:0f:a1".to_string(), "mkt-v4001".to_string()),
+            ("52:54:00:4d:1f:a1".to_string(), sb.public_net())
+        ]
+    );
+    let cfg = sb.config_dir(4001).display().to_string();
+    assert_eq!(
+        facts.filesystems,
+        vec![("mapped".to_string(), cfg, "/etc/moc".to_string(), true)]
+    );
+    assert!(
+        xml.contains("urn:x-mkheadnode:headnode:1"),
+        "metadata missing:\n{xml}"
+    );
+    let (ok, msg) = virt_xml_validate(&xml, "domain");
+    assert!(ok, "live XML does not validate: {msg}");
+
+    let st = status_json(&sb, 4001);
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["private_mac"], "52:54:00:4d:0f:a1");
+    assert_eq!(st["autostart"], true);
+
+    assert_eq!(
+        std::fs::read_to_string(sb.config_dir(4001).join("machines.txt")).unwrap(),
+        ""
+    );
+    let aa = std::fs::read_to_string(sb.aa()).unwrap();
+    let rule = format!("{}/** r,", sb.path("cfg").display());
+    assert_eq!(aa.lines().filter(|l| l.trim() == rule).count(), 1, "{aa}");
+    let seed = sb.path("pool/headnode-4001-seed.iso");
+    let (_, label, _) = run(Command::new("blkid")
+        .args(["-s", "LABEL", "-o", "value"])
+        .arg(&seed));
+    assert_eq!(label.trim(), "cidata");
+    let mut vols = sb.volumes();
+    vols.sort();
+    assert_eq!(vols, vec!["headnode-4001-seed.iso", "headnode-4001.qcow2"]);
+
+    let before = (uuid(4001), std::fs::read(&seed).unwrap());
+    let (code, _, err) = sb.mk(&["4001"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("already exists (running); nothing changed"),
+        "{err}"
+    );
+    assert_eq!((uuid(4001), std::fs::read(&seed).unwrap()), before);
+    assert_eq!(
+        std::fs::read_to_string(sb.aa()).unwrap(),
+        aa,
+        "AppArmor file rewritten"
+    );
+}
+
+#[test]
+fn teardown_removes_domain_and_volumes_and_purge_the_config_dir() {
+    let sb = Sandbox::new("teardown", &[4002]);
+    assert_eq!(sb.mk(&["4002"]).0, 0);
+    std::fs::write(
+        sb.config_dir(4002).join("machines.txt"),
+        "aa:bb:cc:dd:ee:01 10.0.0.1\n",
+    )
+    .unwrap();
+    let (code, _, err) = sb.mk(&["teardown", "4002"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!sb.domain_exists(4002));
+    assert!(sb.volumes().is_empty(), "{:?}", sb.volumes());
+    assert_eq!(
+        std::fs::read_to_string(sb.config_dir(4002).join("machines.txt")).unwrap(),
+        "aa:bb:cc:dd:ee:01 10.0.0.1\n"
+    );
+    let (code, _, err) = sb.mk(&["teardown", "4002"]);
+    assert_eq!(code, 3, "second teardown: {err}");
+
+    assert_eq!(sb.mk(&["4002", "--no-start"]).0, 0);
+    assert_eq!(virsh(&["domstate", "headnode-4002"]).1.trim(), "shut off");
+    let (code, _, err) = sb.mk(&["teardown", "4002", "--purge"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!sb.config_dir(4002).exists());
+    assert!(
+        sb.path("cfg").exists(),
+        "purge removed more than the VLAN's dir"
+    );
+}
+
+#[test]
+fn rebuild_keeps_macs_and_config_dir() {
+    let sb = Sandbox::new("rebuild", &[4003]);
+    let machines = sb.path("m.txt");
+    std::fs::write(&machines, "AA-BB-CC-DD-EE-02 10.0.0.2\n").unwrap();
+    let (code, _, err) = sb.mk(&["4003", "--machines", machines.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (before_uuid, before) = (uuid(4003), status_json(&sb, 4003));
+    let (code, _, err) = sb.mk(&["rebuild", "4003"]);
+    assert_eq!(code, 0, "{err}");
+    let after = status_json(&sb, 4003);
+    assert_ne!(uuid(4003), before_uuid, "rebuild did not make a new domain");
+    assert_eq!(after["private_mac"], before["private_mac"]);
+    assert_eq!(after["public_mac"], before["public_mac"]);
+    assert_eq!(after["state"], "running");
+    assert_eq!(
+        std::fs::read_to_string(sb.config_dir(4003).join("machines.txt")).unwrap(),
+        "aa:bb:cc:dd:ee:02 10.0.0.2\n"
+    );
+}
+
+#[test]
+fn a_missing_base_image_leaves_nothing_behind() {
+    let sb = Sandbox::new("nobase", &[4004]);
+    std::fs::remove_file(sb.base()).unwrap();
+    let (code, _, err) = sb.mk(&["4004"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("base image") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!sb.domain_exists(4004));
+    assert!(sb.volumes().is_empty());
+}
+
+#[test]
+fn a_failed_start_rolls_back_volumes_and_domain() {
+    let mut sb = Sandbox::new("rollback", &[4005]);
+    // The serial log cannot be created in a directory that does not exist, so the start
+    // fails after the volumes and the domain were made.
+    sb.log_dir = sb.path("no/such/dir");
+    let (code, _, err) = sb.mk(&["4005"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("starting headnode-4005"), "{err}");
+    assert!(
+        err.contains("rolled back: removed domain headnode-4005"),
+        "{err}"
+    );
+    assert!(!sb.domain_exists(4005));
+    assert!(sb.volumes().is_empty(), "{:?}", sb.volumes());
+    assert!(
+        sb.config_dir(4005).join("machines.txt").exists(),
+        "config dir must be kept"
+    );
+}
+
+#[test]
+fn a_foreign_headnode_domain_is_never_touched() {
+    let sb = Sandbox::new("foreign", &[4006]);
+    let xml = sb.path("foreign.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='qemu'><name>headnode-4006</name><memory unit='MiB'>64</memory>\
+         <os><type arch='x86_64'>hvm</type></os></domain>",
+    )
+    .unwrap();
+    assert_eq!(virsh(&["define", xml.to_str().unwrap()]).0, 0);
+    let before = uuid(4006);
+    for args in [
+        &["4006"][..],
+        &["teardown", "4006"],
+        &["rebuild", "4006"],
+        &["status", "4006"],
+    ] {
+        let (code, _, err) = sb.mk(args);
+        assert_eq!(code, 6, "{args:?}: {err}");
+        assert!(err.contains("not made by mkheadnode"), "{err}");
+    }
+    assert_eq!(uuid(4006), before);
+    assert!(sb.volumes().is_empty());
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let sb = Sandbox::new("badinput", &[4007]);
+    let bad = sb.path("bad.txt");
+    std::fs::write(&bad, "zz:bb:cc:dd:ee:01 10.0.0.1\n").unwrap();
+    for args in [
+        &["4007x"][..],
+        &["0"],
+        &["4007", "--machines", bad.to_str().unwrap()],
+        &["4007", "--memory", "1"],
+    ] {
+        let (code, _, err) = sb.mk(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    assert!(!sb.path("cfg").exists(), "config root was created");
+    assert!(!sb.domain_exists(4007));
+    assert_eq!(
+        std::fs::read_to_string(sb.aa()).unwrap(),
+        "  /usr/share/qemu/** r,\n"
+    );
+}
+
+#[test]
+fn wait_fails_cleanly_at_the_timeout() {
+    let sb = Sandbox::new("timeout", &[4008]);
+    // The base image is empty, so the guest never prints the ready line.
+    let (code, _, err) = sb.mk(&["4008", "--wait", "--timeout", "2"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("not ready after 2 s") && err.contains("headnode-4008-serial.log"),
+        "{err}"
+    );
+    assert_eq!(
+        virsh(&["domstate", "headnode-4008"]).1.trim(),
+        "running",
+        "left for inspection"
+    );
+}
+
+#[test]
+fn concurrent_creates_of_one_vlan_take_turns() {
+    let sb = Sandbox::new("lock", &[4009]);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            sb.cmd(&["4009"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert!(outputs.iter().all(|o| o.status.success()), "{outputs:?}");
+    let text: String = outputs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert_eq!(text.matches("started headnode-4009").count(), 1, "{text}");
+    assert_eq!(text.matches("nothing changed").count(), 1, "{text}");
+}
+
+#[test]
+fn bulk_create_goes_on_past_a_failure_and_sums_up() {
+    let sb = Sandbox::new("bulk", &[4010, 4011, 4012]);
+    let xml = sb.path("foreign.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='qemu'><name>headnode-4011</name><memory unit='MiB'>64</memory>\
+         <os><type arch='x86_64'>hvm</type></os></domain>",
+    )
+    .unwrap();
+    assert_eq!(virsh(&["define", xml.to_str().unwrap()]).0, 0);
+    let (code, _, err) = sb.mk(&["4010-4012", "--no-start"]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("3 VLANs: 2 created, 1 failed"), "{err}");
+    assert!(err.contains("1 of 3 VLANs failed: 4011"), "{err}");
+    for v in [4010, 4012] {
+        assert_eq!(
+            virsh(&["domstate", &format!("headnode-{v}")]).1.trim(),
+            "shut off"
+        );
+    }
+    let (code, out, _) = sb.mk(&["list", "--json"]);
+    assert_eq!(code, 0);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let ours: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r["vlan"].as_u64())
+        .filter(|v| (4010..=4012).contains(v))
+        .collect();
+    assert_eq!(ours, vec![4010, 4012], "list shows only our headnodes");
+    let (code, _, err) = sb.mk(&["teardown", "4010,4012"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(sb.volumes().is_empty());
+}

@@ -1,0 +1,101 @@
+//! Our libvirt calls against libvirt's in-memory test driver (`test:///default`): fast, and
+//! no daemon needed. The real driver is exercised in `system`.
+
+use mkheadnode::config::Config;
+use mkheadnode::domain_xml;
+use mkheadnode::hypervisor::Hypervisor;
+use mkheadnode::ops::owned_domain;
+use mkheadnode::plan::{Plan, VirtType};
+use mkheadnode::vlan::Vlan;
+use std::path::Path;
+
+const URI: &str = "test:///default";
+
+fn plan(vlan: u16) -> Plan {
+    let config = Config {
+        pool: format!("tdpool{vlan}"),
+        pool_dir: format!("/tdpool{vlan}").into(),
+        ..Config::default()
+    };
+    Plan::new(&config, Vlan::new(vlan).unwrap(), VirtType::Qemu)
+}
+
+#[test]
+fn define_read_metadata_and_undefine() {
+    let hv = Hypervisor::connect(URI).unwrap();
+    assert!(!hv.is_qemu_driver());
+    let p = plan(3001);
+    let dom = hv
+        .define(&p.domain_name, &domain_xml::domain(&p).unwrap())
+        .unwrap();
+    let (_, meta) = owned_domain(&hv, p.vlan).unwrap().expect("ours");
+    assert_eq!(meta.vlan, p.vlan);
+    assert_eq!(meta.private_mac, p.private_nic.mac);
+    assert_eq!(meta.public_mac, p.public_nic.mac);
+    assert_eq!(meta.disk_volume, p.disk_volume);
+    assert!(hv
+        .headnodes()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.vlan == p.vlan));
+    dom.create().unwrap();
+    hv.destroy_and_undefine(&dom).unwrap();
+    assert!(hv.find_domain(&p.domain_name).unwrap().is_none());
+    assert!(owned_domain(&hv, p.vlan).unwrap().is_none());
+}
+
+#[test]
+fn a_domain_without_our_metadata_is_refused() {
+    let hv = Hypervisor::connect(URI).unwrap();
+    let vlan = Vlan::new(3002).unwrap();
+    let xml = "<domain type='test'><name>headnode-3002</name><memory>65536</memory>\
+               <os><type>hvm</type></os></domain>";
+    let foreign = hv.define("headnode-3002", xml).unwrap();
+    let err = owned_domain(&hv, vlan).unwrap_err();
+    assert_eq!(
+        mkheadnode::error::kind_of(&err),
+        mkheadnode::error::Kind::Refused
+    );
+    assert!(format!("{err:#}").contains("not made by mkheadnode"));
+    assert!(!hv.headnodes().unwrap().iter().any(|(_, m)| m.vlan == vlan));
+    foreign.undefine().unwrap();
+}
+
+#[test]
+fn pool_and_overlay_volume() {
+    let hv = Hypervisor::connect(URI).unwrap();
+    let p = plan(3003);
+    let pool = hv.ensure_pool(&p.pool, &p.pool_dir).unwrap();
+    // A second call finds the same pool instead of failing.
+    hv.ensure_pool(&p.pool, &p.pool_dir).unwrap();
+    let xml =
+        domain_xml::overlay_volume(&p.disk_volume, 1 << 30, Path::new("/base.qcow2"), "qcow2")
+            .unwrap();
+    hv.create_volume(&pool, &p.disk_volume, &xml).unwrap();
+    assert!(hv.find_volume(&pool, &p.disk_volume).unwrap().is_some());
+    assert!(hv.delete_volume(&p.pool, &p.disk_volume).unwrap());
+    assert!(
+        !hv.delete_volume(&p.pool, &p.disk_volume).unwrap(),
+        "second delete finds nothing"
+    );
+    assert!(!hv.delete_volume("no-such-pool", &p.disk_volume).unwrap());
+}
+
+#[test]
+fn missing_networks_are_reported() {
+    let hv = Hypervisor::connect(URI).unwrap();
+    assert_eq!(hv.network_active("default").unwrap(), Some(true));
+    assert_eq!(hv.network_active("no-such-net").unwrap(), None);
+}
+
+#[test]
+fn bad_uri_is_a_libvirt_error_with_advice() {
+    let err = Hypervisor::connect("bogus:///nowhere")
+        .err()
+        .expect("must fail");
+    assert_eq!(
+        mkheadnode::error::kind_of(&err),
+        mkheadnode::error::Kind::Libvirt
+    );
+    assert!(format!("{err:#}").contains("libvirtd"), "{err:#}");
+}
