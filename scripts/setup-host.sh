@@ -16,7 +16,7 @@ PACKAGES=(
   # guest-side tests: real IPMI endpoint
   ipmitool openipmi
   # images and misc
-  mmdebstrap fdisk extlinux syslinux-common pxelinux busybox-static e2fsprogs
+  mmdebstrap fdisk extlinux syslinux-common pxelinux busybox-static e2fsprogs cpio
   python3 curl util-linux procps iproute2
 )
 

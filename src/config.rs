@@ -112,6 +112,9 @@ pub struct Config {
     pub addressing: Addressing,
     /// SSH public keys allowed to log in to the headnode as the default user.
     pub ssh_authorized_keys: Vec<String>,
+    /// The guest's `/boot-default/` accepts a call only from the address holding that MAC's
+    /// DHCP lease (the 2013 script let any host on the VLAN reset any node).
+    pub boot_default_requires_lease: bool,
 }
 
 impl Default for Config {
@@ -136,6 +139,7 @@ impl Default for Config {
             },
             addressing: Addressing::default(),
             ssh_authorized_keys: Vec::new(),
+            boot_default_requires_lease: true,
         }
     }
 }
@@ -242,7 +246,7 @@ impl Config {
                 ));
             }
         }
-        let net = |ip: Ipv4Addr| u32::from(ip) & (u32::MAX << (32 - a.private_prefix));
+        let net = |ip: Ipv4Addr| crate::plan::Ipv4Net::of(ip, a.private_prefix).network;
         for (key, ip) in [
             ("dhcp_range_start", a.dhcp_range_start),
             ("dhcp_range_end", a.dhcp_range_end),
@@ -250,7 +254,7 @@ impl Config {
             if net(ip) != net(a.private_address) {
                 return bad(format!(
                     "addressing.{key} = {ip} is outside the private network {}/{}",
-                    Ipv4Addr::from(net(a.private_address)),
+                    net(a.private_address),
                     a.private_prefix
                 ));
             }

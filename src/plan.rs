@@ -97,6 +97,8 @@ pub struct Plan {
     pub addressing: Addressing,
     /// SSH keys for the default user.
     pub ssh_authorized_keys: Vec<String>,
+    /// Whether the guest's boot-default CGI checks DHCP leases.
+    pub boot_default_requires_lease: bool,
 }
 
 impl Plan {
@@ -134,6 +136,7 @@ impl Plan {
             vcpus: config.vcpus,
             addressing: config.addressing.clone(),
             ssh_authorized_keys: config.ssh_authorized_keys.clone(),
+            boot_default_requires_lease: config.boot_default_requires_lease,
             domain_name: name,
         }
     }
@@ -146,6 +149,30 @@ impl Plan {
     /// Path of the seed image on the hypervisor.
     pub fn seed_path(&self) -> PathBuf {
         self.pool_dir.join(&self.seed_volume)
+    }
+}
+
+/// An IPv4 network in the forms config files want.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    /// The network address.
+    pub network: std::net::Ipv4Addr,
+    /// The netmask, dotted.
+    pub netmask: std::net::Ipv4Addr,
+    /// The broadcast address.
+    pub broadcast: std::net::Ipv4Addr,
+}
+
+impl Ipv4Net {
+    /// The network that `addr`/`prefix` lies in (prefix 1..=32).
+    pub fn of(addr: std::net::Ipv4Addr, prefix: u8) -> Ipv4Net {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let a = u32::from(addr);
+        Ipv4Net {
+            network: (a & mask).into(),
+            netmask: mask.into(),
+            broadcast: (a | !mask).into(),
+        }
     }
 }
 
@@ -253,6 +280,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn networks_from_address_and_prefix() {
+        let n = Ipv4Net::of("192.168.10.254".parse().unwrap(), 24);
+        assert_eq!(n.network.to_string(), "192.168.10.0");
+        assert_eq!(n.netmask.to_string(), "255.255.255.0");
+        assert_eq!(n.broadcast.to_string(), "192.168.10.255");
+        let n = Ipv4Net::of("10.1.2.3".parse().unwrap(), 20);
+        assert_eq!(
+            (n.network.to_string(), n.netmask.to_string()),
+            ("10.1.0.0".into(), "255.255.240.0".into())
+        );
     }
 
     #[test]

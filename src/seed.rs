@@ -6,7 +6,7 @@ The image is written by `hadris-iso` (pure Rust, pinned): no genisoimage or xorr
 the hypervisor, and the bytes can be uploaded into a libvirt volume over any connection.
 */
 
-use crate::plan::Plan;
+use crate::plan::{Ipv4Net, Plan};
 use crate::template::{render_text, Vars};
 use anyhow::Context as _;
 use hadris_iso::read::PathSeparator;
@@ -16,6 +16,125 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 const USER_DATA: &str = include_str!("../cloud-init/user-data.yaml");
+const DHCPD_CONF: &str = include_str!("../cloud-init/files/dhcpd.conf");
+const ISC_DHCP_SERVER: &str = include_str!("../cloud-init/files/isc-dhcp-server");
+const TFTPD_HPA: &str = include_str!("../cloud-init/files/tftpd-hpa");
+const PXELINUX_DEFAULT: &str = include_str!("../cloud-init/files/pxelinux-default");
+const NGINX_SITE: &str = include_str!("../cloud-init/files/nginx-site.conf");
+const BOOT_DEFAULT_CGI: &str = include_str!("../cloud-init/files/boot-default.cgi");
+const LINK_TOOL: &str = include_str!("../cloud-init/files/mkheadnode-link.py");
+const PUBLISH_PROFILES: &str = include_str!("../cloud-init/files/publish-profiles.sh");
+const SETUP_SCRIPT: &str = include_str!("../cloud-init/files/headnode-setup.sh");
+const RULES_V4: &str = include_str!("../cloud-init/files/rules.v4");
+const RULES_V6: &str = include_str!("../cloud-init/files/rules.v6");
+const MODULES_9P: &str = include_str!("../cloud-init/files/modules-9p.conf");
+const MOC_MOUNT: &str = include_str!("../cloud-init/files/etc-moc.mount");
+const MOC_FAILED: &str = include_str!("../cloud-init/files/mkheadnode-moc-failed.service");
+const PROFILES_SERVICE: &str = include_str!("../cloud-init/files/mkheadnode-profiles.service");
+
+/// Where the guest keeps what it serves over TFTP and HTTP.
+pub const TFTP_ROOT: &str = "/var/lib/tftpboot";
+/// Where the guest installs the boot-default CGI.
+pub const CGI_PATH: &str = "/usr/local/lib/mkheadnode/boot-default";
+
+/// The values of the nginx site, separate so tests can run it on loopback in a temp root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxSite {
+    /// `listen` argument, e.g. `192.168.10.254:80`.
+    pub listen: String,
+    /// Document root (and TFTP root).
+    pub tftp_root: String,
+    /// fcgiwrap's socket.
+    pub fcgi_socket: String,
+    /// Path of the boot-default CGI.
+    pub cgi_path: String,
+    /// dhcpd's lease file.
+    pub leases_file: String,
+    /// Whether the CGI checks the caller against the leases.
+    pub require_lease: bool,
+}
+
+impl NginxSite {
+    /// The site as the headnode runs it.
+    pub fn for_plan(plan: &Plan) -> NginxSite {
+        NginxSite {
+            listen: format!("{}:80", plan.addressing.private_address),
+            tftp_root: TFTP_ROOT.into(),
+            fcgi_socket: "/run/fcgiwrap.socket".into(),
+            cgi_path: CGI_PATH.into(),
+            leases_file: "/var/lib/dhcp/dhcpd.leases".into(),
+            require_lease: plan.boot_default_requires_lease,
+        }
+    }
+
+    /// Render the server block.
+    pub fn render(&self) -> anyhow::Result<String> {
+        let ctx = Vars::new()
+            .value("listen", &self.listen)
+            .value("tftp_root", &self.tftp_root)
+            .value("fcgi_socket", &self.fcgi_socket)
+            .value("cgi_path", &self.cgi_path)
+            .value("leases_file", &self.leases_file)
+            .value("require_lease", if self.require_lease { "1" } else { "0" });
+        render_text(NGINX_SITE, "files/nginx-site.conf", &ctx)
+    }
+}
+
+/// The boot-default CGI program (Python 3), as installed in the guest.
+pub fn boot_default_cgi() -> &'static str {
+    BOOT_DEFAULT_CGI
+}
+
+/// The link tool (Python 3), as installed in the guest.
+pub fn link_tool() -> &'static str {
+    LINK_TOOL
+}
+
+/// The guest's `dhcpd.conf`.
+pub fn dhcpd_conf(plan: &Plan) -> anyhow::Result<String> {
+    let a = &plan.addressing;
+    let private = Ipv4Net::of(a.private_address, a.private_prefix);
+    let mgmt = Ipv4Net::of(a.management_address, a.management_prefix);
+    let ctx = Vars::new()
+        .value("vlan", plan.vlan)
+        .value("private_network", private.network)
+        .value("private_netmask", private.netmask)
+        .value("private_broadcast", private.broadcast)
+        .value("private_address", a.private_address)
+        .value("dhcp_range_start", a.dhcp_range_start)
+        .value("dhcp_range_end", a.dhcp_range_end)
+        .value("management_network", mgmt.network)
+        .value("management_netmask", mgmt.netmask);
+    render_text(DHCPD_CONF, "files/dhcpd.conf", &ctx)
+}
+
+/// The guest-side files user-data carries, by placeholder name.
+pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let addr = Vars::new().value("private_address", plan.addressing.private_address);
+    Ok(vec![
+        ("dhcpd_conf", dhcpd_conf(plan)?),
+        ("isc_dhcp_server", ISC_DHCP_SERVER.to_string()),
+        (
+            "tftpd_hpa",
+            render_text(TFTPD_HPA, "files/tftpd-hpa", &addr)?,
+        ),
+        ("pxelinux_default", PXELINUX_DEFAULT.to_string()),
+        ("nginx_site", NginxSite::for_plan(plan).render()?),
+        ("boot_default_cgi", BOOT_DEFAULT_CGI.to_string()),
+        ("link_tool", LINK_TOOL.to_string()),
+        (
+            "publish_profiles",
+            render_text(PUBLISH_PROFILES, "files/publish-profiles.sh", &addr)?,
+        ),
+        ("setup_script", SETUP_SCRIPT.to_string()),
+        ("rules_v4", RULES_V4.to_string()),
+        ("rules_v6", RULES_V6.to_string()),
+        ("modules_9p", MODULES_9P.to_string()),
+        ("moc_mount", MOC_MOUNT.to_string()),
+        ("moc_failed_service", MOC_FAILED.to_string()),
+        ("profiles_service", PROFILES_SERVICE.to_string()),
+    ])
+}
 const META_DATA: &str = include_str!("../cloud-init/meta-data.yaml");
 const NETWORK_CONFIG: &str = include_str!("../cloud-init/network-config.yaml");
 
@@ -58,13 +177,16 @@ fn yaml<T: serde::Serialize + ?Sized>(value: &T) -> String {
 /// Render the seed files of a planned headnode.
 pub fn files(plan: &Plan) -> anyhow::Result<SeedFiles> {
     let a = &plan.addressing;
-    let user = Vars::new()
+    let mut user = Vars::new()
         .value("hostname", yaml(&plan.hostname))
         .value("ssh_authorized_keys", yaml(&plan.ssh_authorized_keys))
         .value(
             "final_message",
             yaml(&format!("{} after $UPTIME s", ready_marker(plan))),
         );
+    for (name, text) in guest_files(plan)? {
+        user = user.value(name, yaml(&text));
+    }
     let meta = Vars::new()
         .value("instance_id", yaml(&plan.instance_id))
         .value("hostname", yaml(&plan.hostname));
@@ -159,10 +281,10 @@ mod tests {
     #[test]
     fn hostile_values_cannot_add_yaml_keys() {
         let f = files(&plan_with_keys(vec![
-            "ssh-rsa AAAA x\"]\nruncmd: [reboot]".into()
+            "ssh-rsa AAAA x\"]\npower_state: {mode: reboot}".into(),
         ]))
         .unwrap();
-        assert!(!f.user_data.contains("\nruncmd:"), "{}", f.user_data);
+        assert!(!f.user_data.contains("\npower_state:"), "{}", f.user_data);
     }
 
     #[test]

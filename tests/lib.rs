@@ -5,6 +5,7 @@
 //! drives the real `qemu:///system` (libvirtd running, root), as `make test` arranges.
 
 mod cli;
+mod guest;
 mod support;
 mod system;
 mod test_driver;

@@ -1,0 +1,59 @@
+#!/bin/sh
+# Written by mkheadnode: first-boot set-up of the PXE stack, run by cloud-init once the
+# configuration files are in place. Every step is safe to run again.
+set -eu
+say() { echo "mkheadnode-setup: $*"; }
+
+# Install only what the image lacks, so an image with the stack pre-installed needs no network.
+missing=""
+need() { [ -e "$1" ] || missing="$missing $2"; }
+need /usr/sbin/dhcpd isc-dhcp-server
+need /usr/sbin/in.tftpd tftpd-hpa
+need /usr/lib/PXELINUX/pxelinux.0 pxelinux
+need /usr/lib/syslinux/modules/bios/ldlinux.c32 syslinux-common
+need /usr/lib/syslinux/memdisk syslinux-common
+need /usr/sbin/nginx nginx
+need /usr/sbin/fcgiwrap fcgiwrap
+need /usr/bin/python3 python3
+need /usr/sbin/qemu-ga qemu-guest-agent
+need /usr/bin/ipmitool ipmitool
+need /usr/sbin/iptables-restore iptables
+need /usr/sbin/netfilter-persistent iptables-persistent
+if [ -n "$missing" ]; then
+    say "installing:$missing"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+else
+    say "all packages already installed; nothing downloaded"
+fi
+
+say "filling /var/lib/tftpboot"
+install -d -m 0755 /var/lib/tftpboot
+install -m 0644 /usr/lib/PXELINUX/pxelinux.0 /var/lib/tftpboot/
+for f in ldlinux.c32 menu.c32 chain.c32 mboot.c32 libutil.c32 libcom32.c32; do
+    install -m 0644 "/usr/lib/syslinux/modules/bios/$f" /var/lib/tftpboot/
+done
+install -m 0644 /usr/lib/syslinux/memdisk /var/lib/tftpboot/
+# The web server may remove links in pxelinux.cfg, and write nowhere else.
+install -d -o root -g www-data -m 0775 /var/lib/tftpboot/pxelinux.cfg
+install -m 0644 /usr/local/share/mkheadnode/pxelinux-default /var/lib/tftpboot/pxelinux.cfg/default
+
+say "mounting the config share"
+systemctl daemon-reload
+systemctl enable etc-moc.mount mkheadnode-profiles.service
+systemctl start etc-moc.mount || say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
+systemctl start mkheadnode-profiles.service || true
+
+say "loading the firewall"
+iptables-restore < /etc/iptables/rules.v4
+ip6tables-restore < /etc/iptables/rules.v6
+systemctl enable netfilter-persistent 2>/dev/null || true
+
+say "starting dhcpd, tftpd, fcgiwrap and nginx"
+rm -f /etc/nginx/sites-enabled/default
+ln -sf /etc/nginx/sites-available/mkheadnode /etc/nginx/sites-enabled/mkheadnode
+for unit in isc-dhcp-server tftpd-hpa fcgiwrap.socket nginx; do
+    systemctl enable "$unit"
+    systemctl restart "$unit"
+done
+say "done"

@@ -1,0 +1,232 @@
+#!/usr/bin/python3
+"""mkheadnode-link: put machines into an install profile and power-cycle them (the 2013 linky).
+
+For every machine in /etc/moc/machines.txt (or only the MACs given), make
+pxelinux.cfg/01-<mac> a link to ../<profile>/pxelinux.cfg, set the next boot to the network
+where the driver can, and power-cycle the machine through its BMC. Runs only when asked.
+
+Drivers: ipmi (ipmitool lanplus), redfish (ComputerSystem.Reset), amt (Intel AMT's web form,
+as the 2013 power_cycle did), none. Credentials come from an INI file on the share that must not
+be world-readable:
+
+    [default]
+    driver = ipmi
+    username = admin
+    password = secret
+    [10.0.0.7]          ; per-BMC overrides
+    driver = redfish
+    port = 8443
+
+Exit status: 0 all machines done, 1 some failed, 2 bad usage or set-up (nothing was done).
+"""
+
+import argparse
+import base64
+import configparser
+import ipaddress
+import json
+import os
+import re
+import ssl
+import stat
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+MAC = re.compile(r"\A([0-9a-f]{2}[:-]){5}[0-9a-f]{2}\Z", re.I)
+DRIVERS = ("ipmi", "redfish", "amt", "none")
+
+
+class Fail(Exception):
+    """A machine-level failure, reported and counted, never fatal to the others."""
+
+
+def parse_machines(path):
+    """Return ([(mac, bmc)], [error lines]) from a machines.txt."""
+    machines, errors = [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = line.split()
+            if len(fields) != 2 or not MAC.match(fields[0]):
+                errors.append(f"{path} line {n}: expected `<mac> <bmc-ipv4>`, got {line!r}")
+                continue
+            try:
+                bmc = str(ipaddress.IPv4Address(fields[1]))
+            except ValueError:
+                errors.append(f"{path} line {n}: {fields[1]!r} is not an IPv4 address")
+                continue
+            machines.append((fields[0].lower().replace("-", ":"), bmc))
+    return machines, errors
+
+
+def load_credentials(path):
+    st = os.stat(path)
+    if st.st_mode & stat.S_IROTH:
+        raise SystemExit(f"mkheadnode-link: {path} is world-readable; on the host run `chmod o-r` on it (and keep it readable by libvirt-qemu)")
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read(path, encoding="utf-8")
+    return cp
+
+
+def settings_for(creds, bmc, default_driver):
+    s = {"driver": default_driver}
+    if creds is not None:
+        if creds.has_section("default"):
+            s.update(creds["default"])
+        if creds.has_section(bmc):
+            s.update(creds[bmc])
+    if s["driver"] not in DRIVERS:
+        raise Fail(f"unknown driver {s['driver']!r} (use one of {', '.join(DRIVERS)})")
+    return s
+
+
+def link(cfg_dir, mac, profile, dry_run):
+    name = "01-" + mac.replace(":", "-")
+    path = os.path.join(cfg_dir, name)
+    target = f"../{profile}/pxelinux.cfg"
+    if os.path.lexists(path) and not os.path.islink(path):
+        raise Fail(f"{path} exists and is not a link; left alone")
+    if dry_run:
+        return f"would link {name} -> {target}"
+    tmp = path + ".new"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+    return f"linked {name} -> {target}"
+
+
+def ipmi(bmc, s, timeout):
+    base = ["ipmitool", "-I", "lanplus", "-H", bmc, "-p", str(s.get("port", "623")),
+            "-U", s.get("username", ""), "-E", "-N", "1", "-R", "2"]
+    env = dict(os.environ, IPMI_PASSWORD=s.get("password", ""))
+
+    def run(*args):
+        try:
+            r = subprocess.run(base + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Fail(f"ipmi {' '.join(args)}: no answer within {timeout} s")
+        if r.returncode != 0:
+            raise Fail(f"ipmi {' '.join(args)}: {(r.stderr or r.stdout).strip().splitlines()[-1:] or ['failed']}"[:300])
+        return r.stdout
+
+    run("chassis", "bootdev", "pxe")
+    on = "on" in run("chassis", "power", "status").lower().split()
+    run("chassis", "power", "cycle" if on else "on")
+    return "power-cycled" if on else "powered on"
+
+
+def http(method, url, s, timeout, body=None, digest=False):
+    data = None if body is None else (json.dumps(body).encode() if isinstance(body, dict) else body.encode())
+    req = urllib.request.Request(url, data=data, method=method)
+    if isinstance(body, dict):
+        req.add_header("Content-Type", "application/json")
+    handlers = []
+    if url.startswith("https:") and s.get("verify_tls", "yes").lower() in ("no", "false", "0"):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        handlers.append(urllib.request.HTTPSHandler(context=ctx))
+    if digest:
+        pm = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        pm.add_password(None, url, s.get("username", ""), s.get("password", ""))
+        handlers.append(urllib.request.HTTPDigestAuthHandler(pm))
+    else:
+        token = base64.b64encode(f"{s.get('username', '')}:{s.get('password', '')}".encode()).decode()
+        req.add_header("Authorization", "Basic " + token)
+    try:
+        with urllib.request.build_opener(*handlers).open(req, timeout=timeout) as r:
+            return r.read()
+    except urllib.error.HTTPError as e:
+        raise Fail(f"{method} {url}: HTTP {e.code} {e.reason}")
+    except (urllib.error.URLError, OSError) as e:
+        raise Fail(f"{method} {url}: {getattr(e, 'reason', e)}")
+
+
+def redfish(bmc, s, timeout):
+    base = f"{s.get('scheme', 'https')}://{bmc}:{s.get('port', '443')}"
+    members = json.loads(http("GET", base + "/redfish/v1/Systems", s, timeout)).get("Members", [])
+    if not members:
+        raise Fail("redfish: the BMC lists no system")
+    system = base + members[0]["@odata.id"]
+    state = json.loads(http("GET", system, s, timeout)).get("PowerState", "On")
+    http("PATCH", system, s, timeout, {"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
+    reset = "ForceRestart" if state == "On" else "On"
+    http("POST", system + "/Actions/ComputerSystem.Reset", s, timeout, {"ResetType": reset})
+    return "power-cycled" if state == "On" else "powered on"
+
+
+def amt(bmc, s, timeout):
+    url = f"http://{bmc}:{s.get('port', '16992')}/remoteform"
+    http("POST", url, s, timeout, "amt_html_rc_boot_special=1&amt_html_rc_radio_group=3", digest=True)
+    return "power-cycled"
+
+
+POWER = {"ipmi": ipmi, "redfish": redfish, "amt": amt}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="mkheadnode-link", description=__doc__.split("\n\n")[0])
+    ap.add_argument("macs", nargs="*", metavar="MAC", help="only these machines (default: all in the machines file)")
+    ap.add_argument("-p", "--profile", required=True, help="install profile: a directory under the TFTP root")
+    ap.add_argument("-n", "--dry-run", action="store_true", help="say what would be done; change nothing")
+    ap.add_argument("--driver", choices=DRIVERS, default="ipmi", help="power driver when the credentials file names none")
+    ap.add_argument("--no-power", action="store_true", help="only make the links")
+    ap.add_argument("--machines", default="/etc/moc/machines.txt")
+    ap.add_argument("--credentials", default="/etc/moc/bmc.conf")
+    ap.add_argument("--tftp-root", default="/var/lib/tftpboot")
+    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per BMC call")
+    a = ap.parse_args(argv)
+
+    if not re.match(r"\A[A-Za-z0-9._-]+\Z", a.profile) or a.profile in (".", ".."):
+        ap.error(f"bad profile name {a.profile!r}")
+    if not os.path.isfile(os.path.join(a.tftp_root, a.profile, "pxelinux.cfg")):
+        ap.error(f"profile {a.profile!r} has no {os.path.join(a.tftp_root, a.profile, 'pxelinux.cfg')}")
+    try:
+        machines, errors = parse_machines(a.machines)
+    except OSError as e:
+        ap.error(f"cannot read {a.machines}: {e.strerror}")
+    wanted = [m.lower().replace("-", ":") for m in a.macs]
+    for m in wanted:
+        if not MAC.match(m):
+            ap.error(f"{m!r} is not a MAC address")
+        if m not in (mac for mac, _ in machines):
+            errors.append(f"{m}: not listed in {a.machines}")
+    if wanted:
+        machines = [(mac, bmc) for mac, bmc in machines if mac in wanted]
+    creds = None
+    if not a.no_power and a.driver != "none" or os.path.exists(a.credentials):
+        try:
+            creds = load_credentials(a.credentials)
+        except FileNotFoundError:
+            ap.error(f"no credentials file {a.credentials} (or use --driver none / --no-power)")
+
+    cfg_dir = os.path.join(a.tftp_root, "pxelinux.cfg")
+    failed = len(errors)
+    for e in errors:
+        print(f"FAILED {e}")
+    for mac, bmc in machines:
+        try:
+            s = settings_for(creds, bmc, a.driver)
+            done = [link(cfg_dir, mac, a.profile, a.dry_run)]
+            if a.no_power or s["driver"] == "none":
+                done.append("power left alone")
+            elif a.dry_run:
+                done.append(f"would power-cycle via {s['driver']}")
+            else:
+                done.append(POWER[s["driver"]](bmc, s, a.timeout) + f" via {s['driver']}")
+            print(f"ok     {mac} ({bmc}): {'; '.join(done)}")
+        except (Fail, OSError) as e:
+            failed += 1
+            print(f"FAILED {mac} ({bmc}): {e}")
+    total = len(machines) + len(errors)
+    print(f"{total - failed} of {total} machines done" + (" (dry run)" if a.dry_run else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

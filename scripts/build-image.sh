@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Build the test/demo base image offline from Debian's archive (no libguestfs, no downloads
+# from anywhere else): Debian 12 with linux-image-amd64 (the cloud kernel lacks 9p), cloud-init
+# and the headnode's PXE stack pre-installed, so the guest configures itself with no network.
+#
+# Also builds the smoke test's PXE "installer": the same kernel and a busybox initrd whose
+# init calls the headnode's /boot-default/ and reboots.
+#
+# Output (outside the repo's tracked files) in $OUT_DIR:
+#   debian-12-headnode.qcow2   the base image
+#   installer/vmlinuz, installer/initrd.gz
+#   recipe.sha256              cache key: the image is rebuilt only when this recipe changes
+set -euo pipefail
+
+OUT_DIR=${OUT_DIR:-/var/lib/mkheadnode/base}
+IMAGE=$OUT_DIR/debian-12-headnode.qcow2
+SUITE=bookworm
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+HERE=$(cd "$(dirname "$0")" && pwd)
+INSTALLER_INIT=$HERE/../tests/smoke/installer-init
+
+PACKAGES=(
+  linux-image-amd64 systemd-sysv udev dbus kmod locales sudo
+  cloud-init ifupdown isc-dhcp-client iproute2 openssh-server qemu-guest-agent
+  isc-dhcp-server tftpd-hpa pxelinux syslinux-common nginx-light fcgiwrap python3
+  iptables iptables-persistent ipmitool extlinux
+)
+
+key=$(cat "$0" "$INSTALLER_INIT" | sha256sum | cut -d' ' -f1)
+if [ -f "$IMAGE" ] && [ -f "$OUT_DIR/installer/initrd.gz" ] && [ "$(cat "$OUT_DIR/recipe.sha256" 2>/dev/null)" = "$key" ]; then
+  echo "==> image cache hit: $IMAGE ($(du -h "$IMAGE" | cut -f1))"
+  exit 0
+fi
+
+t0=$(date +%s)
+stage() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
+WORK=$(mktemp -d /var/tmp/mkheadnode-image.XXXXXX)
+MNT=""
+cleanup() {
+  [ -n "$MNT" ] && mountpoint -q "$MNT" && umount "$MNT"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+ROOT=$WORK/rootfs
+
+stage "mmdebstrap $SUITE (${#PACKAGES[@]} packages)"
+include=$(IFS=,; echo "${PACKAGES[*]}")
+mmdebstrap --quiet --variant=minbase --mode=root --include="$include" \
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+  --customize-hook='chroot "$1" systemctl disable isc-dhcp-server tftpd-hpa nginx fcgiwrap.socket fcgiwrap 2>/dev/null || true' \
+  "$SUITE" "$ROOT" "$MIRROR"
+
+stage "configuring the root filesystem"
+echo "headnode" > "$ROOT/etc/hostname"
+: > "$ROOT/etc/machine-id"
+rm -f "$ROOT"/etc/ssh/ssh_host_*
+echo "/dev/vda1 / ext4 defaults,errors=remount-ro 0 1" > "$ROOT/etc/fstab"
+echo "en_US.UTF-8 UTF-8" > "$ROOT/etc/locale.gen"
+chroot "$ROOT" locale-gen >/dev/null
+echo 'LANG=en_US.UTF-8' > "$ROOT/etc/default/locale"
+# Only NoCloud (the seed) and None: no probing of cloud metadata services at boot.
+cat > "$ROOT/etc/cloud/cloud.cfg.d/90-mkheadnode.cfg" <<'CFG'
+datasource_list: [ NoCloud, None ]
+CFG
+# The PXE services are enabled by the seed once their configuration is written.
+for unit in isc-dhcp-server tftpd-hpa nginx fcgiwrap fcgiwrap.socket; do
+  rm -f "$ROOT"/etc/systemd/system/*.wants/$unit.service "$ROOT"/etc/systemd/system/*.wants/$unit
+done
+# Nothing that timers would run during a short-lived test VM.
+rm -f "$ROOT"/etc/systemd/system/timers.target.wants/*
+kver=$(basename "$(ls -d "$ROOT"/lib/modules/*)")
+mkdir -p "$ROOT/boot/extlinux"
+cat > "$ROOT/boot/extlinux/extlinux.conf" <<CFG
+DEFAULT linux
+TIMEOUT 0
+PROMPT 0
+LABEL linux
+  LINUX /boot/vmlinuz-$kver
+  INITRD /boot/initrd.img-$kver
+  APPEND root=/dev/vda1 ro console=tty0 console=ttyS0,115200n8 net.ifnames=0
+CFG
+
+stage "building the installer initrd (kernel $kver)"
+INST=$WORK/installer
+mkdir -p "$INST"/{bin,sbin,proc,sys,dev,etc,lib/modules}
+cp /bin/busybox "$INST/bin/busybox"
+for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci net_failover failover virtio_net; do
+  f=$(find "$ROOT/lib/modules/$kver" -name "$m.ko*" | head -1)
+  [ -n "$f" ] && cp "$f" "$INST/lib/modules/"
+done
+cp "$INSTALLER_INIT" "$INST/init"
+chmod +x "$INST/init"
+mkdir -p "$OUT_DIR/installer"
+(cd "$INST" && find . | cpio --quiet -o -H newc | gzip -9) > "$OUT_DIR/installer/initrd.gz.tmp"
+cp "$ROOT/boot/vmlinuz-$kver" "$OUT_DIR/installer/vmlinuz"
+mv "$OUT_DIR/installer/initrd.gz.tmp" "$OUT_DIR/installer/initrd.gz"
+
+stage "making the disk"
+RAW=$WORK/disk.raw
+truncate -s 2G "$RAW"
+echo 'start=2048, type=83, bootable' | sfdisk --quiet "$RAW"
+mkfs.ext4 -q -L root -E offset=1048576 -d "$ROOT" "$RAW" 2047M
+MNT=$WORK/mnt
+mkdir -p "$MNT"
+mount -o loop,offset=1048576 "$RAW" "$MNT"
+extlinux --install "$MNT/boot/extlinux" >/dev/null 2>&1
+umount "$MNT"
+dd if=/usr/lib/EXTLINUX/mbr.bin of="$RAW" bs=440 count=1 conv=notrunc status=none
+
+stage "converting to compressed qcow2"
+mkdir -p "$OUT_DIR"
+qemu-img convert -c -O qcow2 "$RAW" "$IMAGE.tmp"
+mv "$IMAGE.tmp" "$IMAGE"
+chmod 0644 "$IMAGE"
+echo "$key" > "$OUT_DIR/recipe.sha256"
+stage "done: $IMAGE ($(du -h "$IMAGE" | cut -f1) on disk), installer in $OUT_DIR/installer"

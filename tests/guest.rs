@@ -1,0 +1,480 @@
+//! The guest side, run for real on this machine: the rendered dhcpd.conf through `dhcpd -t`,
+//! the nginx site through `nginx -t` and then live on loopback with fcgiwrap and the
+//! boot-default CGI, and the link tool against a temp TFTP root.
+
+use crate::support::{run, tool};
+use mkheadnode::config::Config;
+use mkheadnode::plan::{Plan, VirtType};
+use mkheadnode::seed::{self, NginxSite};
+use mkheadnode::vlan::Vlan;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn plan() -> Plan {
+    Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu)
+}
+
+fn dhcpd_check(conf: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dhcpd.conf");
+    std::fs::write(&path, conf).unwrap();
+    let (code, out, err) = run(Command::new("dhcpd").args(["-t", "-q", "-cf"]).arg(&path));
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn dhcpd_accepts_the_rendered_config_and_rejects_the_2013_one() {
+    let conf = seed::dhcpd_conf(&plan()).unwrap();
+    let (code, msg) = dhcpd_check(&conf);
+    assert_eq!(code, 0, "{msg}\n{conf}");
+    // The recipe's own subnet line is rejected, so the check above can fail.
+    let (code, _) =
+        dhcpd_check(&conf.replace("subnet 192.168.10.0 netmask", "subnet 192.168.10.1 netmask"));
+    assert_ne!(code, 0);
+}
+
+#[test]
+fn rendered_files_keep_the_recipes_values() {
+    let p = plan();
+    let conf = seed::dhcpd_conf(&p).unwrap();
+    for want in [
+        "default-lease-time 36000;",
+        "max-lease-time 36000;",
+        "allow booting;",
+        "allow bootp;",
+        "authoritative;",
+        "subnet 192.168.10.0 netmask 255.255.255.0 {",
+        "range 192.168.10.1 192.168.10.127;",
+        "option broadcast-address 192.168.10.255;",
+        "next-server 192.168.10.254;",
+        "filename \"pxelinux.0\";",
+    ] {
+        assert!(conf.contains(want), "dhcpd.conf lacks {want:?}:\n{conf}");
+    }
+    let files: std::collections::BTreeMap<_, _> =
+        seed::guest_files(&p).unwrap().into_iter().collect();
+    assert!(files["isc_dhcp_server"].contains("INTERFACESv4=\"eth0\""));
+    assert!(files["tftpd_hpa"].contains("TFTP_ADDRESS=\"192.168.10.254:69\""));
+    assert!(files["tftpd_hpa"].contains("TFTP_DIRECTORY=\"/var/lib/tftpboot\""));
+    assert!(
+        files["pxelinux_default"].contains("DEFAULT disk")
+            && files["pxelinux_default"].contains("LOCALBOOT 0")
+    );
+    assert!(files["nginx_site"].contains("listen 192.168.10.254:80;"));
+    assert!(files["nginx_site"].contains("root /var/lib/tftpboot;"));
+    let setup = &files["setup_script"];
+    for f in [
+        "/usr/lib/PXELINUX/pxelinux.0",
+        "ldlinux.c32 menu.c32 chain.c32 mboot.c32 libutil.c32 libcom32.c32",
+        "/usr/lib/syslinux/memdisk",
+    ] {
+        assert!(setup.contains(f), "setup script does not install {f}");
+    }
+    assert!(setup.contains("rm -f /etc/nginx/sites-enabled/default"));
+    let rules = &files["rules_v4"];
+    assert!(
+        rules.contains(":INPUT DROP")
+            && rules.contains("-A INPUT -i eth1 -p tcp --dport 22 -j ACCEPT")
+    );
+    assert_eq!(
+        rules.matches("-i eth1").count(),
+        1,
+        "eth1 must accept ssh only:\n{rules}"
+    );
+    assert!(files["moc_mount"].contains("Options=ro,trans=virtio"));
+    assert!(files["moc_mount"].contains("What=/etc/moc"));
+}
+
+#[test]
+fn firewall_rules_parse() {
+    let files: std::collections::BTreeMap<_, _> =
+        seed::guest_files(&plan()).unwrap().into_iter().collect();
+    for (name, prog) in [
+        ("rules_v4", "iptables-restore"),
+        ("rules_v6", "ip6tables-restore"),
+    ] {
+        let mut child = Command::new(prog)
+            .arg("--test")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(files[name].as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{prog}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// nginx + fcgiwrap on loopback serving the rendered site from a temp root; stopped on drop.
+struct Web {
+    dir: tempfile::TempDir,
+    nginx: Child,
+    fcgi: Child,
+    open_port: u16,
+    lease_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nginx_conf(dir: &Path, sites: &[String]) -> PathBuf {
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nuser root root;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{}}\n\
+         http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n\
+         proxy_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n{}\n}}\n",
+        sites.join("\n")
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    path
+}
+
+impl Web {
+    fn start() -> Web {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tftpboot");
+        std::fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+        let cgi = dir.path().join("boot-default");
+        std::fs::write(&cgi, seed::boot_default_cgi()).unwrap();
+        std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("fcgi.sock");
+        let (open_port, lease_port) = (free_port(), free_port());
+        let site = |port: u16, require_lease: bool| {
+            NginxSite {
+                listen: format!("127.0.0.1:{port}"),
+                tftp_root: root.display().to_string(),
+                fcgi_socket: socket.display().to_string(),
+                cgi_path: cgi.display().to_string(),
+                leases_file: dir.path().join("dhcpd.leases").display().to_string(),
+                require_lease,
+            }
+            .render()
+            .unwrap()
+        };
+        let conf = nginx_conf(
+            dir.path(),
+            &[site(open_port, false), site(lease_port, true)],
+        );
+        let (code, out, err) = run(Command::new("nginx")
+            .arg("-t")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path()));
+        assert_eq!(code, 0, "nginx -t: {out}{err}");
+        // -f: the CGI's stderr goes to nginx's error log, as Debian's fcgiwrap service does.
+        let fcgi = Command::new("fcgiwrap")
+            .arg("-f")
+            .arg("-s")
+            .arg(format!("unix:{}", socket.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nginx = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let web = Web {
+            dir,
+            nginx,
+            fcgi,
+            open_port,
+            lease_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(socket.exists() && TcpStream::connect(("127.0.0.1", open_port)).is_ok()) {
+            assert!(Instant::now() < deadline, "nginx/fcgiwrap did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        web
+    }
+
+    fn cfg(&self) -> PathBuf {
+        self.dir.path().join("tftpboot/pxelinux.cfg")
+    }
+
+    fn get(&self, port: u16, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: headnode\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        (status, body)
+    }
+
+    fn link(&self, mac_dashed: &str) -> PathBuf {
+        let p = self.cfg().join(format!("01-{mac_dashed}"));
+        std::os::unix::fs::symlink("../centos/pxelinux.cfg", &p).unwrap();
+        p
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        // SIGTERM lets nginx's master stop its workers; SIGKILL would orphan them.
+        // SAFETY: signalling a child we spawned and have not reaped.
+        unsafe { libc::kill(self.nginx.id() as i32, libc::SIGTERM) };
+        let _ = self.fcgi.kill();
+        let _ = self.nginx.wait();
+        let _ = self.fcgi.wait();
+    }
+}
+
+#[test]
+fn boot_default_over_nginx_and_fcgiwrap() {
+    let web = Web::start();
+    let port = web.open_port;
+    let node = web.link("aa-bb-cc-dd-ee-01");
+    let other = web.link("aa-bb-cc-dd-ee-02");
+    let regular = web.cfg().join("01-aa-bb-cc-dd-ee-03");
+    std::fs::write(&regular, "not a link").unwrap();
+    std::fs::write(web.cfg().join("default"), "DEFAULT disk\n").unwrap();
+
+    // The 2013 call, colons and upper case: OK, and only that link is gone.
+    assert_eq!(
+        web.get(port, "/boot-default/?mac=AA:BB:CC:DD:EE:01"),
+        (200, "OK".to_string())
+    );
+    assert!(!node.exists() && std::fs::symlink_metadata(&node).is_err());
+    assert!(std::fs::symlink_metadata(&other).is_ok());
+    // Repeating it is harmless.
+    assert_eq!(web.get(port, "/boot-default/?mac=aa-bb-cc-dd-ee-01").0, 404);
+    // Dashes work too.
+    assert_eq!(web.get(port, "/boot-default/?mac=aa-bb-cc-dd-ee-02").0, 200);
+
+    for bad in [
+        "/boot-default/?mac=not-a-mac",
+        "/boot-default/?mac=../default",
+        "/boot-default/?mac=..%2F..%2Fetc%2Fpasswd",
+        "/boot-default/?mac=aa:bb:cc:dd:ee:01%00",
+        "/boot-default/?mac=aa:bb:cc:dd:ee:01/../default",
+        "/boot-default/?mac=",
+        "/boot-default/",
+        "/boot-default/?mac=aa:bb:cc:dd:ee:01&mac=aa:bb:cc:dd:ee:02",
+    ] {
+        assert_eq!(web.get(port, bad).0, 400, "{bad}");
+    }
+    assert_eq!(
+        web.get(port, "/boot-default/?mac=aa:bb:cc:dd:ee:09").0,
+        404,
+        "unknown MAC"
+    );
+    assert_eq!(
+        web.get(port, "/boot-default/?mac=aa:bb:cc:dd:ee:03").0,
+        403,
+        "regular file"
+    );
+    assert_eq!(std::fs::read_to_string(&regular).unwrap(), "not a link");
+    assert_eq!(
+        std::fs::read_to_string(web.cfg().join("default")).unwrap(),
+        "DEFAULT disk\n"
+    );
+
+    // Static files come from the TFTP root.
+    std::fs::write(web.dir.path().join("tftpboot/hello.txt"), "hi").unwrap();
+    assert_eq!(web.get(port, "/hello.txt"), (200, "hi".to_string()));
+
+    let log = web.error_log();
+    assert!(
+        log.contains("removed pxelinux.cfg/01-aa-bb-cc-dd-ee-01"),
+        "{log}"
+    );
+    assert!(log.contains("400 malformed MAC"), "{log}");
+    assert!(log.contains("403 not a symlink"), "{log}");
+}
+
+#[test]
+fn boot_default_checks_the_dhcp_lease_by_default() {
+    let web = Web::start();
+    let port = web.lease_port;
+    let mine = web.link("aa-bb-cc-dd-ee-11");
+    let theirs = web.link("aa-bb-cc-dd-ee-12");
+    std::fs::write(
+        web.dir.path().join("dhcpd.leases"),
+        "lease 127.0.0.1 {\n  starts 2 2026/11/24 10:00:00;\n  binding state active;\n  next binding state free;\n  hardware ethernet aa:bb:cc:dd:ee:11;\n}\n\
+         lease 192.168.10.7 {\n  binding state active;\n  hardware ethernet aa:bb:cc:dd:ee:12;\n}\n",
+    )
+    .unwrap();
+    // Another node's MAC: refused, link kept.
+    assert_eq!(web.get(port, "/boot-default/?mac=aa:bb:cc:dd:ee:12").0, 403);
+    assert!(std::fs::symlink_metadata(&theirs).is_ok());
+    // The caller's own lease: accepted.
+    assert_eq!(
+        web.get(port, "/boot-default/?mac=aa:bb:cc:dd:ee:11"),
+        (200, "OK".to_string())
+    );
+    assert!(std::fs::symlink_metadata(&mine).is_err());
+    // A lease that has since been freed no longer counts.
+    let mine = web.link("aa-bb-cc-dd-ee-11");
+    let mut leases = std::fs::read_to_string(web.dir.path().join("dhcpd.leases")).unwrap();
+    leases.push_str(
+        "lease 127.0.0.1 {\n  binding state free;\n  hardware ethernet aa:bb:cc:dd:ee:11;\n}\n",
+    );
+    std::fs::write(web.dir.path().join("dhcpd.leases"), leases).unwrap();
+    assert_eq!(web.get(port, "/boot-default/?mac=aa:bb:cc:dd:ee:11").0, 403);
+    assert!(std::fs::symlink_metadata(&mine).is_ok());
+}
+
+/// A temp TFTP root with a profile, a machines file and a credentials file for the link tool.
+struct LinkBed {
+    dir: tempfile::TempDir,
+}
+
+impl LinkBed {
+    fn new(machines: &str, credentials: &str) -> LinkBed {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tftpboot");
+        std::fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+        std::fs::create_dir_all(root.join("centos")).unwrap();
+        std::fs::write(root.join("centos/pxelinux.cfg"), "DEFAULT install\n").unwrap();
+        std::fs::write(dir.path().join("machines.txt"), machines).unwrap();
+        let creds = dir.path().join("bmc.conf");
+        std::fs::write(&creds, credentials).unwrap();
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::write(dir.path().join("mkheadnode-link"), seed::link_tool()).unwrap();
+        LinkBed { dir }
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let d = self.dir.path();
+        run(Command::new("python3")
+            .arg(d.join("mkheadnode-link"))
+            .arg("--tftp-root")
+            .arg(d.join("tftpboot"))
+            .arg("--machines")
+            .arg(d.join("machines.txt"))
+            .arg("--credentials")
+            .arg(d.join("bmc.conf"))
+            .args(["--timeout", "5"])
+            .args(args))
+    }
+
+    fn link_target(&self, mac_dashed: &str) -> Option<String> {
+        let p = self
+            .dir
+            .path()
+            .join("tftpboot/pxelinux.cfg")
+            .join(format!("01-{mac_dashed}"));
+        std::fs::read_link(p).ok().map(|t| t.display().to_string())
+    }
+}
+
+#[test]
+fn link_tool_dry_run_changes_nothing() {
+    let bed = LinkBed::new("aa:bb:cc:dd:ee:01 10.0.0.1\n", "[default]\ndriver = ipmi\n");
+    let (code, out, err) = bed.run(&["--profile", "centos", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("would link 01-aa-bb-cc-dd-ee-01 -> ../centos/pxelinux.cfg"),
+        "{out}"
+    );
+    assert!(out.contains("would power-cycle via ipmi"), "{out}");
+    assert_eq!(bed.link_target("aa-bb-cc-dd-ee-01"), None);
+}
+
+#[test]
+fn link_tool_links_every_machine_and_reports_bad_lines() {
+    let bed = LinkBed::new(
+        "# rack\naa:bb:cc:dd:ee:01 10.0.0.1\nbogus line here\nAA-BB-CC-DD-EE-02 10.0.0.2\naa:bb:cc:dd:ee:03 10.0.0.300\n",
+        "[default]\ndriver = none\n",
+    );
+    let (code, out, _) = bed.run(&["--profile", "centos"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("line 3") && out.contains("line 5"), "{out}");
+    assert!(out.contains("2 of 4 machines done"), "{out}");
+    for m in ["aa-bb-cc-dd-ee-01", "aa-bb-cc-dd-ee-02"] {
+        assert_eq!(
+            bed.link_target(m).as_deref(),
+            Some("../centos/pxelinux.cfg"),
+            "{m}"
+        );
+    }
+    // Only the MACs asked for.
+    let bed = LinkBed::new(
+        "aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:02 10.0.0.2\n",
+        "[default]\ndriver = none\n",
+    );
+    let (code, out, _) = bed.run(&["--profile", "centos", "aa:bb:cc:dd:ee:02"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(bed.link_target("aa-bb-cc-dd-ee-01"), None);
+    assert!(bed.link_target("aa-bb-cc-dd-ee-02").is_some());
+}
+
+#[test]
+fn link_tool_refuses_unsafe_setups_before_doing_anything() {
+    let bed = LinkBed::new(
+        "aa:bb:cc:dd:ee:01 10.0.0.1\n",
+        "[default]\ndriver = ipmi\npassword = x\n",
+    );
+    std::fs::set_permissions(
+        bed.dir.path().join("bmc.conf"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (code, out, err) = bed.run(&["--profile", "centos"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("world-readable"), "{err}");
+    assert_eq!(bed.link_target("aa-bb-cc-dd-ee-01"), None);
+    for profile in ["../etc", "nosuch"] {
+        let (code, _, err) = bed.run(&["--profile", profile]);
+        assert_eq!(code, 2, "{profile}: {err}");
+    }
+    assert_eq!(bed.link_target("aa-bb-cc-dd-ee-01"), None);
+}
+
+#[test]
+fn link_tool_reports_an_unreachable_bmc_and_goes_on() {
+    let port = free_port().to_string();
+    let bed = LinkBed::new(
+        "aa:bb:cc:dd:ee:01 127.0.0.1\naa:bb:cc:dd:ee:02 127.0.0.2\n",
+        &format!("[default]\ndriver = ipmi\nusername = admin\npassword = secret\nport = {port}\n[127.0.0.2]\ndriver = none\n"),
+    );
+    let start = Instant::now();
+    let (code, out, _) = bed.run(&["--profile", "centos"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAILED aa:bb:cc:dd:ee:01 (127.0.0.1): ipmi"),
+        "{out}"
+    );
+    assert!(out.contains("ok     aa:bb:cc:dd:ee:02"), "{out}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let _ = tool("true", &[]);
+}
