@@ -163,6 +163,11 @@ impl SeedFiles {
     }
 }
 
+/// The line the guest's set-up script prints when the PXE stack is up.
+pub const SETUP_DONE: &str = "mkheadnode-setup: done";
+/// The start of the line it prints when a step failed.
+pub const SETUP_FAILED: &str = "mkheadnode-setup: FAILED";
+
 /// The line the guest prints on its console when cloud-init has finished.
 pub fn ready_marker(plan: &Plan) -> String {
     format!("mkheadnode: {} ready", plan.hostname)

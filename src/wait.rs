@@ -6,14 +6,20 @@ shown on the progress line comes from what the log has reached so far.
 
 use crate::error::{failure, Kind};
 use crate::plan::Plan;
-use crate::seed::ready_marker;
+use crate::seed::{ready_marker, SETUP_DONE, SETUP_FAILED};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::{Duration, Instant};
 
 /// How far a boot has got, judged from its console log.
 pub fn phase(log: &str, marker: &str) -> &'static str {
-    if log.contains(marker) {
+    if log.contains(SETUP_FAILED) {
+        "failed"
+    } else if log.contains(marker) && log.contains(SETUP_DONE) {
         "ready"
+    } else if log.contains(marker) {
+        "failed"
+    } else if log.contains(SETUP_DONE) {
+        "cloud-init finishing"
     } else if log.contains("Cloud-init v.") || log.contains("cloud-init[") {
         "cloud-init configuring"
     } else if log.contains("Linux version") {
@@ -38,6 +44,7 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut pending: Vec<&Plan> = plans.iter().collect();
+    let mut failures: Vec<String> = Vec::new();
     while !pending.is_empty() {
         let mut phases = Vec::new();
         pending.retain(|p| {
@@ -84,7 +91,11 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
         std::thread::sleep(Duration::from_millis(500));
     }
     bar.finish_and_clear();
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failure(Kind::Other, format!("set-up failed in the guest: {}", failures.join("; "))))
+    }
 }
 
 #[cfg(test)]
@@ -107,10 +118,14 @@ mod tests {
             ),
             "cloud-init configuring"
         );
-        assert_eq!(
-            phase("... mkheadnode: headnode-4 ready after 61.2 s", m),
-            "ready"
-        );
+        let done = "mkheadnode-setup: done\n";
+        let ready = format!("{done}... mkheadnode: headnode-4 ready after 61.2 s");
+        assert_eq!(phase(&ready, m), "ready");
+        assert_eq!(phase(done, m), "cloud-init finishing");
+        // cloud-init prints its final message even when the set-up failed: that is no success.
+        assert_eq!(phase("mkheadnode: headnode-4 ready after 61.2 s", m), "failed");
+        let failed = "mkheadnode-setup: FAILED (exit 1) while starting nginx";
+        assert_eq!(phase(failed, m), "failed");
         assert_ne!(phase("mkheadnode: headnode-40 rea", m), "ready");
     }
 }

@@ -37,6 +37,60 @@ fn dhcpd_accepts_the_rendered_config_and_rejects_the_2013_one() {
     assert_ne!(code, 0);
 }
 
+/// A network namespace with an `eth0` that carries both headnode addresses; removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("mkh-{tag}-{}", std::process::id());
+        let ns = Netns(name.clone());
+        tool("ip", &["netns", "add", &name]);
+        tool("ip", &["-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+        for addr in ["192.168.10.254/24", "10.0.0.254/24"] {
+            tool("ip", &["-n", &name, "addr", "add", addr, "dev", "eth0"]);
+        }
+        for dev in ["lo", "eth0", "peer0"] {
+            tool("ip", &["-n", &name, "link", "set", dev, "up"]);
+        }
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn dhcpd_really_starts_on_an_eth0_with_both_subnets() {
+    // `dhcpd -t` accepts two subnets on one interface outside a shared-network; dhcpd itself
+    // then refuses to start. Only running it shows that.
+    let ns = Netns::new("dhcpd");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("dhcpd.conf");
+    std::fs::write(&conf, seed::dhcpd_conf(&plan()).unwrap()).unwrap();
+    std::fs::write(dir.path().join("leases"), "").unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "dhcpd", "-f", "-d", "-4", "-cf"])
+        .arg(&conf)
+        .arg("-lf")
+        .arg(dir.path().join("leases"))
+        .arg("-pf")
+        .arg(dir.path().join("pid"))
+        .arg("eth0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(still_running, "dhcpd exited:\n{log}");
+    assert!(log.contains("Listening on LPF/eth0"), "{log}");
+}
+
 #[test]
 fn rendered_files_keep_the_recipes_values() {
     let p = plan();
@@ -47,7 +101,9 @@ fn rendered_files_keep_the_recipes_values() {
         "allow booting;",
         "allow bootp;",
         "authoritative;",
+        "shared-network vlan42 {",
         "subnet 192.168.10.0 netmask 255.255.255.0 {",
+        "subnet 10.0.0.0 netmask 255.255.255.0 {",
         "range 192.168.10.1 192.168.10.127;",
         "option broadcast-address 192.168.10.255;",
         "next-server 192.168.10.254;",

@@ -3,6 +3,9 @@
 # configuration files are in place. Every step is safe to run again.
 set -eu
 say() { echo "mkheadnode-setup: $*"; }
+step="starting"
+# The host's `mkheadnode --wait` reads these lines on the serial console.
+trap 'rc=$?; [ $rc -eq 0 ] || say "FAILED (exit $rc) while $step" | tee /dev/console' EXIT
 
 # Install only what the image lacks, so an image with the stack pre-installed needs no network.
 missing=""
@@ -19,6 +22,7 @@ need /usr/sbin/qemu-ga qemu-guest-agent
 need /usr/bin/ipmitool ipmitool
 need /usr/sbin/iptables-restore iptables
 need /usr/sbin/netfilter-persistent iptables-persistent
+step="installing packages"
 if [ -n "$missing" ]; then
     say "installing:$missing"
     DEBIAN_FRONTEND=noninteractive apt-get update -q
@@ -27,7 +31,7 @@ else
     say "all packages already installed; nothing downloaded"
 fi
 
-say "filling /var/lib/tftpboot"
+step="filling /var/lib/tftpboot"; say "$step"
 install -d -m 0755 /var/lib/tftpboot
 install -m 0644 /usr/lib/PXELINUX/pxelinux.0 /var/lib/tftpboot/
 for f in ldlinux.c32 menu.c32 chain.c32 mboot.c32 libutil.c32 libcom32.c32; do
@@ -38,22 +42,23 @@ install -m 0644 /usr/lib/syslinux/memdisk /var/lib/tftpboot/
 install -d -o root -g www-data -m 0775 /var/lib/tftpboot/pxelinux.cfg
 install -m 0644 /usr/local/share/mkheadnode/pxelinux-default /var/lib/tftpboot/pxelinux.cfg/default
 
-say "mounting the config share"
+step="mounting the config share"; say "$step"
 systemctl daemon-reload
 systemctl enable etc-moc.mount mkheadnode-profiles.service
 systemctl start etc-moc.mount || say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
 systemctl start mkheadnode-profiles.service || true
 
-say "loading the firewall"
+step="loading the firewall"; say "$step"
 iptables-restore < /etc/iptables/rules.v4
 ip6tables-restore < /etc/iptables/rules.v6
 systemctl enable netfilter-persistent 2>/dev/null || true
 
-say "starting dhcpd, tftpd, fcgiwrap and nginx"
+step="starting dhcpd, tftpd, fcgiwrap and nginx"; say "$step"
 rm -f /etc/nginx/sites-enabled/default
 ln -sf /etc/nginx/sites-available/mkheadnode /etc/nginx/sites-enabled/mkheadnode
 for unit in isc-dhcp-server tftpd-hpa fcgiwrap.socket nginx; do
     systemctl enable "$unit"
+    step="starting $unit"
     systemctl restart "$unit"
 done
-say "done"
+say "done" | tee /dev/console
