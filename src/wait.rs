@@ -48,18 +48,31 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
     while !pending.is_empty() {
         let mut phases = Vec::new();
         pending.retain(|p| {
-            let log = std::fs::read(&p.serial_log).unwrap_or_default();
-            let ph = phase(&String::from_utf8_lossy(&log), &ready_marker(p));
-            if ph == "ready" {
-                bar.println(format!(
-                    "VLAN {}: ready after {:.0} s",
-                    p.vlan,
-                    start.elapsed().as_secs_f64()
-                ));
-                false
-            } else {
-                phases.push(format!("VLAN {} {ph}", p.vlan));
-                true
+            let log = String::from_utf8_lossy(&std::fs::read(&p.serial_log).unwrap_or_default())
+                .into_owned();
+            match phase(&log, &ready_marker(p)) {
+                "ready" => {
+                    let secs = start.elapsed().as_secs_f64();
+                    bar.println(format!("VLAN {}: ready after {secs:.0} s", p.vlan));
+                    false
+                }
+                "failed" => {
+                    let why = log
+                        .lines()
+                        .find(|l| l.contains(SETUP_FAILED))
+                        .map(|l| l.trim().to_string())
+                        .unwrap_or_else(|| "cloud-init finished but the PXE set-up did not".into());
+                    let log_path = p.serial_log.display();
+                    failures.push(format!(
+                        "{}: {why} (console log: {log_path})",
+                        p.domain_name
+                    ));
+                    false
+                }
+                ph => {
+                    phases.push(format!("VLAN {} {ph}", p.vlan));
+                    true
+                }
             }
         });
         if pending.is_empty() {
@@ -94,13 +107,58 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(failure(Kind::Other, format!("set-up failed in the guest: {}", failures.join("; "))))
+        Err(failure(
+            Kind::Other,
+            format!("set-up failed in the guest: {}", failures.join("; ")),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::plan::VirtType;
+    use crate::vlan::Vlan;
+
+    fn plan_logging_to(dir: &std::path::Path) -> Plan {
+        let config = Config {
+            log_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        Plan::new(&config, Vlan::new(4).unwrap(), VirtType::Qemu)
+    }
+
+    #[test]
+    fn a_failed_setup_ends_the_wait_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_logging_to(dir.path());
+        let log = "mkheadnode-setup: FAILED (exit 1) while starting nginx\nmkheadnode: headnode-4 ready after 9 s\n";
+        std::fs::write(&plan.serial_log, log).unwrap();
+        let start = Instant::now();
+        let err =
+            until_ready(std::slice::from_ref(&plan), Duration::from_secs(30), false).unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "did not fail fast"
+        );
+        assert!(
+            format!("{err:#}").contains("while starting nginx"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_ready_guest_ends_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_logging_to(dir.path());
+        std::fs::write(
+            &plan.serial_log,
+            "mkheadnode-setup: done\nmkheadnode: headnode-4 ready after 9 s\n",
+        )
+        .unwrap();
+        until_ready(std::slice::from_ref(&plan), Duration::from_secs(30), false).unwrap();
+    }
 
     #[test]
     fn phases_follow_the_console() {
@@ -123,7 +181,10 @@ mod tests {
         assert_eq!(phase(&ready, m), "ready");
         assert_eq!(phase(done, m), "cloud-init finishing");
         // cloud-init prints its final message even when the set-up failed: that is no success.
-        assert_eq!(phase("mkheadnode: headnode-4 ready after 61.2 s", m), "failed");
+        assert_eq!(
+            phase("mkheadnode: headnode-4 ready after 61.2 s", m),
+            "failed"
+        );
         let failed = "mkheadnode-setup: FAILED (exit 1) while starting nginx";
         assert_eq!(phase(failed, m), "failed");
         assert_ne!(phase("mkheadnode: headnode-40 rea", m), "ready");

@@ -45,7 +45,12 @@ impl Netns {
         let name = format!("mkh-{tag}-{}", std::process::id());
         let ns = Netns(name.clone());
         tool("ip", &["netns", "add", &name]);
-        tool("ip", &["-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+        tool(
+            "ip",
+            &[
+                "-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+            ],
+        );
         for addr in ["192.168.10.254/24", "10.0.0.254/24"] {
             tool("ip", &["-n", &name, "addr", "add", addr, "dev", "eth0"]);
         }
