@@ -1,10 +1,11 @@
-# mkheadnode's developer entry points. Every target that needs the host prepared (packages,
-# /dev/kvm permissions, libvirtd running) runs scripts/setup-host.sh first; it is idempotent.
+# mkheadnode's entry points. Targets that need the host prepared (packages, /dev/kvm
+# permissions, libvirtd running) run scripts/setup-host.sh first; it is idempotent.
 
 CARGO ?= cargo
 BIN := target/release/mkheadnode
+IMAGE_DIR ?= /var/lib/mkheadnode/base
 
-.PHONY: setup build lint unit test run clean-run
+.PHONY: setup build image lint unit smoke test run bench
 
 setup:
 	bash scripts/setup-host.sh
@@ -12,12 +13,27 @@ setup:
 build:
 	$(CARGO) build --release --locked
 
+# The test/demo base image, built offline from Debian's archive; cached by its recipe.
+image: setup
+	OUT_DIR=$(IMAGE_DIR) bash scripts/build-image.sh
+	OUT_DIR=$(IMAGE_DIR) bash scripts/build-installer.sh
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-# Unit tests, validators, libvirt's test driver and the real qemu:///system.
+# Unit tests, validators, the guest stack on loopback, libvirt's test driver and the real
+# qemu:///system (no guest boots).
 unit: setup
 	$(CARGO) test --locked
 
-test: setup lint unit
+# The nightly: a real headnode boots and a second VM PXE-installs from it (minutes, TCG).
+smoke: setup image
+	MKHEADNODE_IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 \
+	  $(CARGO) test --locked --test integration smoke -- --ignored --nocapture
+
+test: lint unit smoke
+
+# A headnode for demo VLAN 42 on this machine, made the way an operator would.
+run: setup image build
+	IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 BIN=$(BIN) bash scripts/demo.sh

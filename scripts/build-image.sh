@@ -3,12 +3,12 @@
 # from anywhere else): Debian 12 with linux-image-amd64 (the cloud kernel lacks 9p), cloud-init
 # and the headnode's PXE stack pre-installed, so the guest configures itself with no network.
 #
-# Also builds the smoke test's PXE "installer": the same kernel and a busybox initrd whose
-# init calls the headnode's /boot-default/ and reboots.
+# Also keeps that kernel and its virtio NIC modules for the smoke test's PXE "installer"
+# (scripts/build-installer.sh).
 #
 # Output (outside the repo's tracked files) in $OUT_DIR:
 #   debian-12-headnode.qcow2   the base image
-#   installer/vmlinuz, installer/initrd.gz
+#   installer/vmlinuz, installer/modules/
 #   recipe.sha256              cache key: the image is rebuilt only when this recipe changes
 set -euo pipefail
 
@@ -16,8 +16,7 @@ OUT_DIR=${OUT_DIR:-/var/lib/mkheadnode/base}
 IMAGE=$OUT_DIR/debian-12-headnode.qcow2
 SUITE=bookworm
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-HERE=$(cd "$(dirname "$0")" && pwd)
-INSTALLER_INIT=$HERE/../tests/smoke/installer-init
+
 
 PACKAGES=(
   linux-image-amd64 systemd-sysv udev dbus kmod locales sudo
@@ -26,8 +25,8 @@ PACKAGES=(
   iptables iptables-persistent ipmitool extlinux
 )
 
-key=$(cat "$0" "$INSTALLER_INIT" | sha256sum | cut -d' ' -f1)
-if [ -f "$IMAGE" ] && [ -f "$OUT_DIR/installer/initrd.gz" ] && [ "$(cat "$OUT_DIR/recipe.sha256" 2>/dev/null)" = "$key" ]; then
+key=$(sha256sum < "$0" | cut -d' ' -f1)
+if [ -f "$IMAGE" ] && [ -f "$OUT_DIR/installer/vmlinuz" ] && [ "$(cat "$OUT_DIR/recipe.sha256" 2>/dev/null)" = "$key" ]; then
   echo "==> image cache hit: $IMAGE ($(du -h "$IMAGE" | cut -f1))"
   exit 0
 fi
@@ -81,20 +80,13 @@ LABEL linux
   APPEND root=/dev/vda1 ro console=tty0 console=ttyS0,115200n8 net.ifnames=0
 CFG
 
-stage "building the installer initrd (kernel $kver)"
-INST=$WORK/installer
-mkdir -p "$INST"/{bin,sbin,proc,sys,dev,etc,lib/modules}
-cp /bin/busybox "$INST/bin/busybox"
-for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci net_failover failover virtio_net; do
-  f=$(find "$ROOT/lib/modules/$kver" -name "$m.ko*" | head -1)
-  [ -n "$f" ] && cp "$f" "$INST/lib/modules/"
-done
-cp "$INSTALLER_INIT" "$INST/init"
-chmod +x "$INST/init"
-mkdir -p "$OUT_DIR/installer"
-(cd "$INST" && find . | cpio --quiet -o -H newc | gzip -9) > "$OUT_DIR/installer/initrd.gz.tmp"
+stage "keeping the kernel and NIC modules for the installer (kernel $kver)"
+rm -rf "$OUT_DIR/installer" && mkdir -p "$OUT_DIR/installer/modules"
 cp "$ROOT/boot/vmlinuz-$kver" "$OUT_DIR/installer/vmlinuz"
-mv "$OUT_DIR/installer/initrd.gz.tmp" "$OUT_DIR/installer/initrd.gz"
+for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+  f=$(find "$ROOT/lib/modules/$kver" -name "$m.ko*" | head -1)
+  [ -n "$f" ] && cp "$f" "$OUT_DIR/installer/modules/"
+done
 
 stage "making the disk"
 RAW=$WORK/disk.raw
@@ -114,4 +106,4 @@ qemu-img convert -c -O qcow2 "$RAW" "$IMAGE.tmp"
 mv "$IMAGE.tmp" "$IMAGE"
 chmod 0644 "$IMAGE"
 echo "$key" > "$OUT_DIR/recipe.sha256"
-stage "done: $IMAGE ($(du -h "$IMAGE" | cut -f1) on disk), installer in $OUT_DIR/installer"
+stage "done: $IMAGE ($(du -h "$IMAGE" | cut -f1) on disk)"

@@ -6,6 +6,7 @@
 
 mod cli;
 mod guest;
+mod smoke;
 mod support;
 mod system;
 mod test_driver;
