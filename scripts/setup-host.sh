@@ -45,6 +45,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
+# Real BMC endpoints for the tests (IPMI and Redfish, both driving libvirt domains), from PyPI.
+if ! python3 -c 'import virtualbmc, sushy_tools, libvirt' 2>/dev/null; then
+  log "installing virtualbmc and sushy-tools (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore virtualbmc sushy-tools
+fi
+
 # What udev would do: without it libvirt re-probes qemu on every call (~4 s each).
 if [ -e /dev/kvm ]; then
   chgrp kvm /dev/kvm 2>/dev/null || true

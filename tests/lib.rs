@@ -4,6 +4,7 @@
 //! `cloud-init`, `isoinfo`); `test_driver` uses libvirt's in-memory `test:///default`; `system`
 //! drives the real `qemu:///system` (libvirtd running, root), as `make test` arranges.
 
+mod bmc;
 mod cli;
 mod guest;
 mod smoke;

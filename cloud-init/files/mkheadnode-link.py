@@ -114,10 +114,16 @@ def ipmi(bmc, s, timeout):
             raise Fail(f"ipmi {' '.join(args)}: {(r.stderr or r.stdout).strip().splitlines()[-1:] or ['failed']}"[:300])
         return r.stdout
 
-    run("chassis", "bootdev", "pxe")
+    notes = []
+    try:
+        run("chassis", "bootdev", "pxe")
+    except Fail as e:
+        notes.append(f"warning: next boot not set to PXE ({e})")
     on = "on" in run("chassis", "power", "status").lower().split()
-    run("chassis", "power", "cycle" if on else "on")
-    return "power-cycled" if on else "powered on"
+    # `power reset` rather than `power cycle`: many BMCs refuse a cycle, and a reset is what
+    # the 2013 AMT call did.
+    run("chassis", "power", "reset" if on else "on")
+    return "; ".join(notes + ["power-cycled" if on else "powered on"])
 
 
 def http(method, url, s, timeout, body=None, digest=False):
@@ -154,10 +160,14 @@ def redfish(bmc, s, timeout):
         raise Fail("redfish: the BMC lists no system")
     system = base + members[0]["@odata.id"]
     state = json.loads(http("GET", system, s, timeout)).get("PowerState", "On")
-    http("PATCH", system, s, timeout, {"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
+    notes = []
+    try:
+        http("PATCH", system, s, timeout, {"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
+    except Fail as e:
+        notes.append(f"warning: next boot not set to PXE ({e})")
     reset = "ForceRestart" if state == "On" else "On"
     http("POST", system + "/Actions/ComputerSystem.Reset", s, timeout, {"ResetType": reset})
-    return "power-cycled" if state == "On" else "powered on"
+    return "; ".join(notes + ["power-cycled" if state == "On" else "powered on"])
 
 
 def amt(bmc, s, timeout):
