@@ -129,7 +129,6 @@ impl Hypervisor {
             pool.create(0)
                 .with_context(|| format!("starting storage pool {name}"))?;
         }
-        pool.refresh(0).ok();
         Ok(pool)
     }
 

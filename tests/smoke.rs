@@ -534,30 +534,27 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     let (code, _) = guest(&format!("test -e {link} || test -L {link}"));
     assert_ne!(code, 0, "the node's link is still there");
 
-    // The node's next network boot falls through to the local disk.
-    let text = String::from_utf8_lossy(&std::fs::read(&node_log).unwrap()).into_owned();
-    let after = text
-        .split("boot-default answered: OK")
-        .nth(1)
-        .unwrap_or("")
-        .to_string();
-    if !after.contains("PXELINUX") {
-        let start = Instant::now();
-        loop {
-            let text = String::from_utf8_lossy(&std::fs::read(&node_log).unwrap()).into_owned();
-            let after = text.split("boot-default answered: OK").nth(1).unwrap_or("");
-            if after.contains("PXELINUX") && (after.contains("local") || after.contains("Local")) {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(180) {
-                s.fail(
-                    "second boot goes local",
-                    "no LOCALBOOT after the installer",
-                    &node_log,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
+    // The node's next network boot gets pxelinux again and falls through to the local disk.
+    let start = Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(&node_log).unwrap()).into_owned();
+        let after = text.split("boot-default answered: OK").nth(1).unwrap_or("");
+        if after.contains("PXELINUX") && after.contains("Booting from local disk") {
+            assert_eq!(
+                text.matches("installer: running on").count(),
+                1,
+                "the installer ran again"
+            );
+            break;
         }
+        if start.elapsed() > Duration::from_secs(180) {
+            s.fail(
+                "second boot goes local",
+                "no `Booting from local disk` after the installer",
+                &node_log,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
     s.time("node power-on -> second boot falls to local disk", t);
 

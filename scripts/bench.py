@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""`make bench`: mkheadnode against virt-install and against libvirt itself, on this machine's
+libvirtd, with the same base image, NICs, 9p share and seed content. Writes BENCHMARKS.md.
+
+Every figure is the median of BENCH_RUNS runs (default 5). The floor is `virsh define` +
+`virsh start` of the very XML mkheadnode generated, with its volumes already there; a tool's
+own overhead is its wall time minus the floor. Guests run under TCG with 128 MiB and an empty
+disk: what is measured is the host side, not a boot (the smoke test times boots).
+"""
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+BIN = os.path.abspath(os.environ.get("BIN", "target/release/mkheadnode"))
+ROOT = "/var/lib/mkheadnode-bench"
+POOL = "mkheadnode-bench"
+VNET, PNET = "bench-vlan", "bench-public"
+URI = "qemu:///system"
+OUT = os.environ.get("BENCH_OUT", "BENCHMARKS.md")
+
+
+def sh(*args, check=True):
+    r = subprocess.run(args, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        sys.exit(f"bench: {' '.join(args)} failed:\n{r.stdout}{r.stderr}")
+    return r
+
+
+def timed(*cmds):
+    """Wall time of running the commands one after another."""
+    t = time.perf_counter()
+    for c in cmds:
+        sh(*c)
+    return time.perf_counter() - t
+
+
+def virsh(*a, check=True):
+    return sh("virsh", "-c", URI, *a, check=check)
+
+
+FLAGS = [
+    "--connect", URI, "--virt-type", "qemu", "--memory", "128", "--vcpus", "1", "-q",
+    "--base-image", f"{ROOT}/base.qcow2", "--pool", POOL, "--pool-dir", f"{ROOT}/pool",
+    "--config-root", f"{ROOT}/cfg", "--apparmor-abstraction", f"{ROOT}/libvirt-qemu",
+    "--lock-dir", f"{ROOT}/lock", "--log-dir", f"{ROOT}/log",
+    "--vlan-network", VNET, "--public-network", PNET,
+]
+
+
+def mk(*args):
+    return (BIN, *args, *FLAGS)
+
+
+def cleanup():
+    for line in virsh("list", "--all", "--name", check=False).stdout.split():
+        if line.startswith(("headnode-3", "vi-3")):
+            virsh("destroy", line, check=False)
+            virsh("undefine", line, "--nvram", check=False)
+    for vol in virsh("vol-list", POOL, check=False).stdout.splitlines()[2:]:
+        if vol.split():
+            virsh("vol-delete", vol.split()[0], "--pool", POOL, check=False)
+    virsh("pool-destroy", POOL, check=False)
+    virsh("pool-undefine", POOL, check=False)
+    for n in (VNET, PNET):
+        virsh("net-destroy", n, check=False)
+        virsh("net-undefine", n, check=False)
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+def setup():
+    cleanup()
+    for d in ("", "cfg", "pool", "log", "seed"):
+        os.makedirs(f"{ROOT}/{d}", exist_ok=True)
+        os.chmod(f"{ROOT}/{d}", 0o755)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", f"{ROOT}/base.qcow2", "1G")
+    os.chmod(f"{ROOT}/base.qcow2", 0o644)
+    with open(f"{ROOT}/libvirt-qemu", "w") as f:
+        f.write("  /usr/share/qemu/** r,\n")
+    for n in (VNET, PNET):
+        with open(f"{ROOT}/{n}.xml", "w") as f:
+            f.write(f"<network><name>{n}</name><bridge stp='off'/></network>")
+        virsh("net-define", f"{ROOT}/{n}.xml")
+        virsh("net-start", n)
+
+
+def seed_files(vlan):
+    """The seed files mkheadnode would write, from its --dry-run output."""
+    out = sh(BIN, "--dry-run", str(vlan), *FLAGS).stdout
+    files = {}
+    for name in ("user-data", "meta-data", "network-config"):
+        marker = f"# headnode-{vlan}: seed file {name}\n"
+        text = out.split(marker, 1)[1]
+        text = text.split("\n# headnode-", 1)[0].split("\n<!-- ", 1)[0]
+        path = f"{ROOT}/seed/{name}"
+        with open(path, "w") as f:
+            f.write(text)
+        files[name] = path
+    return files
+
+
+def mac(vlan, public):
+    return f"52:54:00:4d:{(0x10 if public else 0) | (vlan >> 8):02x}:{vlan & 0xff:02x}"
+
+
+def virt_install(vlan, seed):
+    name = f"vi-{vlan}"
+    os.makedirs(f"{ROOT}/cfg/{vlan}", exist_ok=True)
+    return (
+        "virt-install", "--connect", URI, "--name", name, "--memory", "128", "--vcpus", "1",
+        "--virt-type", "qemu", "--import", "--osinfo", "detect=on,require=off",
+        "--disk", f"size=10,backing_store={ROOT}/base.qcow2,backing_format=qcow2,pool={POOL},format=qcow2",
+        "--network", f"network={VNET},mac={mac(vlan, False)},model=virtio",
+        "--network", f"network={PNET},mac={mac(vlan, True)},model=virtio",
+        "--filesystem", f"source.dir={ROOT}/cfg/{vlan},target.dir=/etc/moc,accessmode=mapped,readonly=on",
+        "--cloud-init", f"user-data={seed['user-data']},meta-data={seed['meta-data']},network-config={seed['network-config']}",
+        "--graphics", "none", "--noautoconsole", "--wait", "0",
+    )
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (make bench)")
+    setup()
+    seed = seed_files(3000)
+    r = {k: [] for k in ("ours", "floor", "vi", "ours_td", "floor_td", "vi_td")}
+    for i in range(RUNS):
+        print(f"==> run {i + 1}/{RUNS}: single headnode", flush=True)
+        r["ours"].append(timed(mk("3000")))
+        r["ours_td"].append(timed(mk("teardown", "3000")))
+        # The floor: the same XML, volumes made by mkheadnode, defined and started by virsh.
+        sh(*mk("3000", "--no-start"))
+        virsh("dumpxml", "headnode-3000")
+        xml = virsh("dumpxml", "--inactive", "headnode-3000").stdout
+        with open(f"{ROOT}/floor.xml", "w") as f:
+            f.write(xml)
+        virsh("undefine", "headnode-3000")
+        r["floor"].append(timed(("virsh", "-c", URI, "define", f"{ROOT}/floor.xml"), ("virsh", "-c", URI, "start", "headnode-3000")))
+        r["floor_td"].append(timed(("virsh", "-c", URI, "destroy", "headnode-3000"), ("virsh", "-c", URI, "undefine", "headnode-3000")))
+        for v in ("headnode-3000.qcow2", "headnode-3000-seed.iso"):
+            virsh("vol-delete", v, "--pool", POOL, check=False)
+        r["vi"].append(timed(virt_install(3000, seed)))
+        r["vi_td"].append(timed(("virsh", "-c", URI, "destroy", "vi-3000"), ("virsh", "-c", URI, "undefine", "vi-3000", "--remove-all-storage")))
+
+    print("==> bulk", flush=True)
+    bulk = {}
+    for n, extra in ((1, ()), (10, ()), (100, ("--no-start",))):
+        spec = "3001" if n == 1 else f"3001-{3000 + n}"
+        c, t = [], []
+        for _ in range(max(1, RUNS // 2)):
+            c.append(timed(mk(spec, *extra)))
+            t.append(timed(mk("teardown", spec)))
+        bulk[n] = (med(c), med(t), "defined only" if extra else "started")
+    vi_loop = []
+    for _ in range(max(1, RUNS // 2)):
+        cmds = [virt_install(v, seed) for v in range(3001, 3011)]
+        vi_loop.append(timed(*cmds))
+        for v in range(3001, 3011):
+            virsh("destroy", f"vi-{v}", check=False)
+            virsh("undefine", f"vi-{v}", "--remove-all-storage", check=False)
+
+    print("==> memory and disk", flush=True)
+    rss = sh("/usr/bin/time", "-f", "%M", *mk("3000"), check=True).stderr.strip().splitlines()[-1]
+    disk = sum(os.path.getsize(f"{ROOT}/pool/{v}") for v in ("headnode-3000.qcow2", "headnode-3000-seed.iso"))
+    alloc = sum(os.stat(f"{ROOT}/pool/{v}").st_blocks * 512 for v in ("headnode-3000.qcow2", "headnode-3000-seed.iso"))
+    sh(*mk("teardown", "3000"))
+    rss100 = sh("/usr/bin/time", "-f", "%M", *mk("3001-3100", "--no-start")).stderr.strip().splitlines()[-1]
+    sh(*mk("teardown", "3001-3100"))
+    cleanup()
+
+    floor, ours, vi = med(r["floor"]), med(r["ours"]), med(r["vi"])
+    o_over, vi_over = ours - floor, vi - floor
+    ftd, otd = med(r["floor_td"]), med(r["ours_td"])
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+    ver = lambda *c: sh(*c, check=False).stdout.strip().splitlines()[0] if sh(*c, check=False).stdout.strip() else "?"
+    ok = lambda b: "met" if b else "**missed**"
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` ({time.strftime('%Y-%m-%d')}); medians of {RUNS} runs (bulk: {max(1, RUNS // 2)}).",
+        "",
+        f"- machine: {os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, {platform.platform()}",
+        f"- {ver('virsh', '--version')} (libvirt), {ver('qemu-system-x86_64', '--version')}",
+        f"- virt-install {ver('virt-install', '--version')}, mkheadnode {ver(BIN, '--version')}",
+        "- guests: TCG, 128 MiB, 1 vCPU, two NICs on isolated networks, a qcow2 overlay on the same",
+        "  1 GiB base, the same read-only mapped 9p share and the same seed content",
+        "",
+        "## One headnode (seconds)",
+        "",
+        "| | ours | virt-install | floor (virsh define + start) |",
+        "|---|---|---|---|",
+        f"| create, no waiting | {ours:.3f} | {vi:.3f} | {floor:.3f} |",
+        f"| overhead above the floor | {o_over:.3f} | {vi_over:.3f} | — |",
+        f"| teardown (ours; virsh destroy+undefine+vol-delete for virt-install; destroy+undefine floor) | {otd:.3f} | {med(r['vi_td']):.3f} | {ftd:.3f} |",
+        "",
+        "## Bulk, one invocation (seconds)",
+        "",
+        "| VLANs | create | per VLAN | teardown | per VLAN | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, (c, t, how) in bulk.items():
+        lines.append(f"| {n} | {c:.3f} | {c / n:.3f} | {t:.3f} | {t / n:.3f} | {how} |")
+    lines += [
+        f"| 10 × virt-install (loop) | {med(vi_loop):.3f} | {med(vi_loop) / 10:.3f} | | | started |",
+        "",
+        "## Resources",
+        "",
+        f"- peak RSS of `mkheadnode` creating one headnode: {int(rss) / 1024:.1f} MiB; defining 100: {int(rss100) / 1024:.1f} MiB",
+        f"- on disk per headnode before boot: {disk / 1024:.0f} KiB apparent, {alloc / 1024:.0f} KiB allocated (overlay + seed)",
+        "",
+        "## Targets",
+        "",
+        f"- overhead above the floor at most 1/5 of virt-install's: {o_over:.3f} s vs {vi_over / 5:.3f} s allowed: {ok(o_over <= vi_over / 5)}",
+        f"- teardown within 10% of virsh destroy + undefine: {otd:.3f} s vs {ftd * 1.1:.3f} s: {ok(otd <= ftd * 1.1)}",
+        f"- 100 VLANs defined in one call under 2 s: {bulk[100][0]:.3f} s: {ok(bulk[100][0] < 2)}",
+        f"- per-VLAN cost flat from 10 to 100: {bulk[10][0] / 10:.3f} s started vs {bulk[100][0] / 100:.3f} s defined-only per VLAN",
+    ]
+    notes = os.environ.get("BENCH_NOTES")
+    if notes and os.path.exists(notes):
+        lines += ["", open(notes).read().rstrip()]
+    with open(OUT, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        cleanup()
