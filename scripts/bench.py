@@ -4,7 +4,7 @@ libvirtd, with the same base image, NICs, 9p share and seed content. Writes BENC
 
 Every figure is the median of BENCH_RUNS runs (default 5). The floor is `virsh define` +
 `virsh start` of the very XML mkheadnode generated, with its volumes already there; a tool's
-own overhead is its wall time minus the floor. Guests run under TCG with 128 MiB and an empty
+own overhead is its wall time minus the floor. Guests run under TCG with 256 MiB and an empty
 disk: what is measured is the host side, not a boot (the smoke test times boots).
 """
 import os
@@ -44,7 +44,7 @@ def virsh(*a, check=True):
 
 
 FLAGS = [
-    "--connect", URI, "--virt-type", "qemu", "--memory", "128", "--vcpus", "1", "-q",
+    "--connect", URI, "--virt-type", "qemu", "--memory", "256", "--vcpus", "1", "-q",
     "--base-image", f"{ROOT}/base.qcow2", "--pool", POOL, "--pool-dir", f"{ROOT}/pool",
     "--config-root", f"{ROOT}/cfg", "--apparmor-abstraction", f"{ROOT}/libvirt-qemu",
     "--lock-dir", f"{ROOT}/lock", "--log-dir", f"{ROOT}/log",
@@ -111,7 +111,7 @@ def virt_install(vlan, seed):
     name = f"vi-{vlan}"
     os.makedirs(f"{ROOT}/cfg/{vlan}", exist_ok=True)
     return (
-        "virt-install", "--connect", URI, "--name", name, "--memory", "128", "--vcpus", "1",
+        "virt-install", "--connect", URI, "--name", name, "--memory", "256", "--vcpus", "1",
         "--virt-type", "qemu", "--import", "--osinfo", "detect=on,require=off",
         "--disk", f"size=10,backing_store={ROOT}/base.qcow2,backing_format=qcow2,pool={POOL},format=qcow2",
         "--network", f"network={VNET},mac={mac(vlan, False)},model=virtio",
@@ -191,7 +191,7 @@ def main():
         f"- machine: {os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, {platform.platform()}",
         f"- {ver('virsh', '--version')} (libvirt), {ver('qemu-system-x86_64', '--version')}",
         f"- virt-install {ver('virt-install', '--version')}, mkheadnode {ver(BIN, '--version')}",
-        "- guests: TCG, 128 MiB, 1 vCPU, two NICs on isolated networks, a qcow2 overlay on the same",
+        "- guests: TCG, 256 MiB, 1 vCPU, two NICs on isolated networks, a qcow2 overlay on the same",
         "  1 GiB base, the same read-only mapped 9p share and the same seed content",
         "",
         "## One headnode (seconds)",

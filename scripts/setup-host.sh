@@ -17,7 +17,9 @@ PACKAGES=(
   ipmitool openipmi
   # images and misc
   mmdebstrap fdisk extlinux syslinux-common pxelinux busybox-static e2fsprogs cpio
-  python3 curl util-linux procps iproute2
+  python3 curl util-linux procps iproute2 time
+  # benchmarks: the alternative operators use today
+  virtinst
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -64,7 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
-            each(&vlans, out, |v| {
+            each(&vlans, out, g.jobs.into(), |v| {
                 session.teardown(v, purge).map(|()| "torn down")
             })
         }
@@ -140,9 +140,9 @@ fn create(
         machines: args.machines.clone(),
         no_start: args.no_start,
     };
-    let mut started: Vec<Plan> = Vec::new();
+    let started: std::sync::Mutex<Vec<Plan>> = Default::default();
     let verb = if rebuild { "rebuilt" } else { "created" };
-    let result = each(&vlans, out, |v| {
+    let result = each(&vlans, out, cli.global.jobs.into(), |v| {
         let outcome = if rebuild {
             session.rebuild(v, &opts)?
         } else {
@@ -150,13 +150,15 @@ fn create(
         };
         let plan = session.plan(v);
         if !opts.no_start {
-            started.push(plan);
+            started.lock().expect("no panics while held").push(plan);
         }
         Ok(match outcome {
             Created::New => verb,
             Created::Unchanged => "unchanged",
         })
     });
+    let mut started = started.into_inner().expect("no panics while held");
+    started.sort_by_key(|p| p.vlan);
     if args.wait && !started.is_empty() {
         if !session.hv.is_local() {
             return Err(failure(
@@ -199,34 +201,48 @@ fn dry_run(uri: &str, config: &Config, vlans: &[Vlan]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Run `f` for every VLAN, each independently; report each outcome and sum up. The error, if
-/// any, has the kind of the first failure.
+/// Run `f` for every VLAN, each independently and up to `jobs` at a time (libvirt connections
+/// are thread-safe); report each outcome and sum up. The error, if any, has the kind of the
+/// first failure in VLAN order.
 fn each(
     vlans: &[Vlan],
     out: Reporter,
-    mut f: impl FnMut(Vlan) -> anyhow::Result<&'static str>,
+    jobs: usize,
+    f: impl Fn(Vlan) -> anyhow::Result<&'static str> + Sync,
 ) -> anyhow::Result<()> {
     if let [v] = vlans {
         return f(*v).map(|_| ()).with_context(|| format!("VLAN {v}"));
     }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<anyhow::Result<&'static str>>>> =
+        vlans.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, vlans.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&v) = vlans.get(i) else { break };
+                let result = f(v);
+                if let Err(e) = &result {
+                    out.error(Some(v), e);
+                }
+                *results[i].lock().expect("no worker panics holding it") = Some(result);
+            });
+        }
+    });
     let mut failed: Vec<(Vlan, Kind)> = Vec::new();
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for &v in vlans {
-        match f(v) {
-            Ok(what) => *counts.entry(what).or_default() += 1,
-            Err(e) => {
-                out.error(Some(v), &e);
-                failed.push((v, kind_of(&e)));
-            }
+    for (&v, slot) in vlans.iter().zip(results) {
+        match slot.into_inner().expect("no worker panics holding it") {
+            Some(Ok(what)) => *counts.entry(what).or_default() += 1,
+            Some(Err(e)) => failed.push((v, kind_of(&e))),
+            None => unreachable!("every VLAN is taken by a worker"),
         }
     }
-    {
-        let mut parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        if !failed.is_empty() {
-            parts.push(format!("{} failed", failed.len()));
-        }
-        out.summary(format!("{} VLANs: {}", vlans.len(), parts.join(", ")));
+    let mut parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    if !failed.is_empty() {
+        parts.push(format!("{} failed", failed.len()));
     }
+    out.summary(format!("{} VLANs: {}", vlans.len(), parts.join(", ")));
     match failed.first() {
         None => Ok(()),
         Some(&(_, kind)) => {

@@ -116,6 +116,9 @@ pub struct GlobalArgs {
     /// Print the domain XML and seed files; change nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// How many VLANs to work on at once in bulk runs.
+    #[arg(long, short = 'j', global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
     /// Say more.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,

@@ -104,30 +104,40 @@ impl Hypervisor {
     }
 
     /// The named storage pool, defined (as a dir pool at `dir`), built and started if needed.
+    /// Safe against other threads or processes doing the same at the same time: whoever loses
+    /// the race to define or start the pool uses the winner's.
     pub fn ensure_pool(&self, name: &str, dir: &Path) -> anyhow::Result<StoragePool> {
-        let pool = match self.conn.lookup_storage_pool_by_name(name) {
-            Ok(p) => p,
-            Err(e) if is(&e, ErrorNumber::NoStoragePool) => {
+        let pool = match self.find_pool(name)? {
+            Some(p) => p,
+            None => {
                 let xml = domain_xml::pool(name, dir)?;
-                let p = self
-                    .conn
-                    .define_storage_pool_xml(&xml, 0)
-                    .with_context(|| {
-                        format!("defining storage pool {name} at {}", dir.display())
-                    })?;
-                p.build(sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
-                    .or_else(|_| p.build(0))
-                    .with_context(|| {
-                        format!("building storage pool {name} at {}", dir.display())
-                    })?;
-                p.set_autostart(true)?;
-                p
+                match self.conn.define_storage_pool_xml(&xml, 0) {
+                    Ok(p) => {
+                        p.build(sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
+                            .or_else(|_| p.build(0))
+                            .with_context(|| {
+                                format!("building storage pool {name} at {}", dir.display())
+                            })?;
+                        p.set_autostart(true)?;
+                        p
+                    }
+                    Err(e) => match self.find_pool(name)? {
+                        Some(p) => p,
+                        None => {
+                            return Err(e).with_context(|| {
+                                format!("defining storage pool {name} at {}", dir.display())
+                            })
+                        }
+                    },
+                }
             }
-            Err(e) => return Err(e).with_context(|| format!("looking up storage pool {name}")),
         };
         if !pool.is_active()? {
-            pool.create(0)
-                .with_context(|| format!("starting storage pool {name}"))?;
+            if let Err(e) = pool.create(0) {
+                if !pool.is_active()? {
+                    return Err(e).with_context(|| format!("starting storage pool {name}"));
+                }
+            }
         }
         Ok(pool)
     }

@@ -330,6 +330,12 @@ impl Session {
             ),
         );
 
+        if self.hv.is_local() {
+            if let Some(dir) = plan.serial_log.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating log dir {}", dir.display()))?;
+            }
+        }
         let dom = self
             .hv
             .define(&plan.domain_name, &domain_xml::domain(&plan)?)?;

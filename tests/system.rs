@@ -18,6 +18,7 @@ struct Sandbox {
     tag: String,
     vlans: Vec<u16>,
     log_dir: PathBuf,
+    memory_mib: u64,
 }
 
 impl Sandbox {
@@ -29,6 +30,7 @@ impl Sandbox {
             tag: tag.to_string(),
             vlans: vlans.to_vec(),
             log_dir,
+            memory_mib: 256,
         };
         sb.cleanup_libvirt();
         let (code, _, err) = run(Command::new("qemu-img")
@@ -73,16 +75,9 @@ impl Sandbox {
     /// mkheadnode with this sandbox's settings after `args`.
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = mkheadnode();
-        c.args(args).args([
-            "--connect",
-            URI,
-            "--virt-type",
-            "qemu",
-            "--memory",
-            "256",
-            "--vcpus",
-            "1",
-        ]);
+        c.args(args)
+            .args(["--connect", URI, "--virt-type", "qemu", "--vcpus", "1"]);
+        c.args(["--memory", &self.memory_mib.to_string()]);
         c.arg("--base-image").arg(self.base());
         c.args(["--pool", &self.pool()]);
         c.arg("--pool-dir").arg(self.path("pool"));
@@ -288,14 +283,18 @@ fn a_missing_base_image_leaves_nothing_behind() {
 #[test]
 fn a_failed_start_rolls_back_volumes_and_domain() {
     let mut sb = Sandbox::new("rollback", &[4005]);
-    // The serial log cannot be created in a directory that does not exist, so the start
+    // libvirt defines a domain with 64 TiB of memory, but qemu cannot start it: the start
     // fails after the volumes and the domain were made.
-    sb.log_dir = sb.path("no/such/dir");
+    sb.memory_mib = 64 << 20;
     let (code, _, err) = sb.mk(&["4005"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("starting headnode-4005"), "{err}");
     assert!(
         err.contains("rolled back: removed domain headnode-4005"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rolled back: removed volume headnode-4005.qcow2"),
         "{err}"
     );
     assert!(!sb.domain_exists(4005));
@@ -304,6 +303,15 @@ fn a_failed_start_rolls_back_volumes_and_domain() {
         sb.config_dir(4005).join("machines.txt").exists(),
         "config dir must be kept"
     );
+}
+
+#[test]
+fn a_missing_log_dir_is_created() {
+    let mut sb = Sandbox::new("logdir", &[4013]);
+    sb.log_dir = sb.path("new/log/dir");
+    let (code, _, err) = sb.mk(&["4013", "--no-start"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(sb.path("new/log/dir").is_dir());
 }
 
 #[test]
@@ -341,11 +349,15 @@ fn bad_input_changes_nothing() {
         &["4007x"][..],
         &["0"],
         &["4007", "--machines", bad.to_str().unwrap()],
-        &["4007", "--memory", "1"],
     ] {
         let (code, _, err) = sb.mk(args);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
+    let mut sb = sb;
+    sb.memory_mib = 1;
+    let (code, _, err) = sb.mk(&["4007"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("memory_mib = 1 is too small"), "{err}");
     assert!(!sb.path("cfg").exists(), "config root was created");
     assert!(!sb.domain_exists(4007));
     assert_eq!(
