@@ -183,8 +183,8 @@ fn create(
 
 fn dry_run(uri: &str, config: &Config, vlans: &[Vlan]) -> anyhow::Result<()> {
     let choice = match Hypervisor::connect(uri) {
-        Ok(hv) => virt_type::choose(config.virt_type, hv.offers_kvm()),
-        Err(_) => virt_type::choose(config.virt_type, false),
+        Ok(hv) => virt_type::choose(config.virt_type, &hv, &config.base_image, &config.lock_dir),
+        Err(e) => virt_type::decide(config.virt_type, false, || Err(format!("{e:#}"))),
     };
     eprintln!("virt type: {}", choice.reason);
     for &v in vlans {

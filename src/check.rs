@@ -188,7 +188,8 @@ pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> 
                 }
             });
         }
-        let choice = crate::virt_type::choose(config.virt_type, hv.offers_kvm());
+        let choice =
+            crate::virt_type::choose(config.virt_type, hv, &config.base_image, &config.lock_dir);
         let level = if choice.virt_type == crate::plan::VirtType::Kvm {
             Level::Ok
         } else {

@@ -24,6 +24,7 @@ const IFACE_OVS: &str = include_str!("../xml-templates/interface-ovs.xml");
 const POOL: &str = include_str!("../xml-templates/pool.xml");
 const OVERLAY_VOLUME: &str = include_str!("../xml-templates/overlay-volume.xml");
 const SEED_VOLUME: &str = include_str!("../xml-templates/seed-volume.xml");
+const KVM_PROBE: &str = include_str!("../xml-templates/kvm-probe.xml");
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str()
@@ -105,6 +106,21 @@ pub fn overlay_volume(
 pub fn seed_volume(name: &str, capacity: u64) -> anyhow::Result<String> {
     let ctx = Vars::new().value("name", name).value("capacity", capacity);
     render(SEED_VOLUME, "seed-volume.xml", &ctx)
+}
+
+/// A transient KVM domain that boots `image` read-only with its console logged to `serial_log`.
+pub fn kvm_probe(
+    name: &str,
+    image: &Path,
+    format: &str,
+    serial_log: &Path,
+) -> anyhow::Result<String> {
+    let ctx = Vars::new()
+        .value("name", name)
+        .value("image", path_str(image)?)
+        .value("format", format)
+        .value("serial_log", path_str(serial_log)?);
+    render(KVM_PROBE, "kvm-probe.xml", &ctx)
 }
 
 /// What our `<metadata>` element records about a headnode.

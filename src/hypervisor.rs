@@ -267,6 +267,13 @@ impl Hypervisor {
             .with_context(|| format!("undefining domain {name}"))
     }
 
+    /// Start a transient domain from XML; it disappears when destroyed.
+    pub fn start_transient(&self, name: &str, xml: &str) -> anyhow::Result<Domain> {
+        self.conn
+            .create_domain_xml(xml, 0)
+            .with_context(|| format!("starting transient domain {name}"))
+    }
+
     /// The live (or inactive) XML of `dom`.
     pub fn xml(&self, dom: &Domain) -> anyhow::Result<String> {
         dom.xml_desc(0).context("reading domain XML")

@@ -194,7 +194,12 @@ impl Session {
     pub fn virt_type(&self) -> crate::plan::VirtType {
         self.decided
             .get_or_init(|| {
-                let choice = crate::virt_type::choose(self.virt_choice, self.hv.offers_kvm());
+                let choice = crate::virt_type::choose(
+                    self.virt_choice,
+                    &self.hv,
+                    &self.config.base_image,
+                    &self.config.lock_dir,
+                );
                 self.out.step(None, format!("virt type: {}", choice.reason));
                 choice
             })

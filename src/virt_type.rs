@@ -2,12 +2,21 @@
 Choosing between kvm and qemu (TCG).
 
 libvirt's capabilities say whether `/dev/kvm` is there, not whether a guest runs on it: under
-nested virtualization a KVM guest can hang forever. So in `auto` mode mkheadnode also runs a
-probe: a child process creates a KVM VM with one vCPU whose only instruction is `hlt`, and must
-see that `hlt` within two seconds, else the child is killed and qemu (TCG) is used.
+nested virtualization a KVM guest can hang, or stop with "KVM internal error ... emulation
+failure" (seen here: extlinux's protected-mode code, after the firmware ran fine). So in
+`auto` mode, on a local hypervisor, mkheadnode checks two things:
+
+1. a child process creates a KVM VM with one vCPU whose only instruction is `hlt`, and must see
+   that `hlt` within two seconds (else it is killed);
+2. a transient KVM domain boots the base image read-only, and its kernel must print on the
+   serial console within [`BOOT_PROBE_TIMEOUT`]; a paused (internal error) or silent guest
+   fails it.
+
+The verdict is cached per host boot and base image, so only the first run pays for it.
 */
 
 use crate::config::VirtTypeChoice;
+use crate::hypervisor::Hypervisor;
 use crate::plan::VirtType;
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -17,8 +26,14 @@ use std::time::{Duration, Instant};
 /// The hidden argument that makes the mkheadnode binary run the probe itself.
 pub const PROBE_ARG: &str = "__kvm-probe";
 
-/// How long the probe may take before KVM is judged unusable.
+/// How long the `hlt` probe may take before KVM is judged unusable.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the boot probe waits for the base image's kernel to speak.
+pub const BOOT_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a booting Linux kernel prints first on its console.
+pub const BOOT_SIGN: &str = "Linux version";
 
 /// The chosen type and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +44,12 @@ pub struct Choice {
     pub reason: String,
 }
 
-/// Decide from the operator's choice, libvirt's offer, and (lazily) the probe's verdict.
+/// Decide from the operator's choice, libvirt's offer, and (lazily) the probe's verdict: the
+/// evidence that KVM works, or why it does not.
 pub fn decide(
     choice: VirtTypeChoice,
     libvirt_offers_kvm: bool,
-    probe: impl FnOnce() -> Result<(), String>,
+    probe: impl FnOnce() -> Result<String, String>,
 ) -> Choice {
     match choice {
         VirtTypeChoice::Kvm => Choice {
@@ -51,9 +67,9 @@ pub fn decide(
                 .into(),
         },
         VirtTypeChoice::Auto => match probe() {
-            Ok(()) => Choice {
+            Ok(evidence) => Choice {
                 virt_type: VirtType::Kvm,
-                reason: "kvm: a test guest ran on /dev/kvm".into(),
+                reason: format!("kvm: {evidence}"),
             },
             Err(why) => Choice {
                 virt_type: VirtType::Qemu,
@@ -66,12 +82,118 @@ pub fn decide(
     }
 }
 
-/// [`decide`] with the real probe: this very binary re-run with [`PROBE_ARG`].
-pub fn choose(choice: VirtTypeChoice, libvirt_offers_kvm: bool) -> Choice {
-    decide(choice, libvirt_offers_kvm, || {
+/// [`decide`] with the real probes for `hv`: on a local hypervisor the `hlt` probe (this very
+/// binary re-run with [`PROBE_ARG`]) and the cached boot probe of `base_image`; on a remote one,
+/// libvirt's word, since nothing here can be run there.
+pub fn choose(
+    choice: VirtTypeChoice,
+    hv: &Hypervisor,
+    base_image: &Path,
+    cache_dir: &Path,
+) -> Choice {
+    decide(choice, hv.offers_kvm(), || {
+        if !hv.is_local() {
+            return Ok("the remote libvirt offers it (not probed from here)".into());
+        }
         let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
-        probe_in_child(&exe, PROBE_TIMEOUT)
+        probe_in_child(&exe, PROBE_TIMEOUT)?;
+        cached_boot_probe(hv, base_image, cache_dir)?;
+        Ok(format!(
+            "the base image boots under KVM here ({BOOT_SIGN} on its console)"
+        ))
     })
+}
+
+/// What the boot probe's verdict is cached under: this host boot and this base image.
+fn cache_key(base_image: &Path) -> Option<String> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let meta = std::fs::metadata(base_image).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!(
+        "{} {} {} {mtime}",
+        boot_id.trim(),
+        base_image.display(),
+        meta.len()
+    ))
+}
+
+fn cached_boot_probe(hv: &Hypervisor, base_image: &Path, cache_dir: &Path) -> Result<(), String> {
+    let key = cache_key(base_image)
+        .ok_or_else(|| format!("base image {} is not readable", base_image.display()))?;
+    let cache = cache_dir.join("kvm-boot-probe");
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        let mut lines = text.lines();
+        if lines.next() == Some(key.as_str()) {
+            return match lines.next() {
+                Some("ok") => Ok(()),
+                _ => Err(format!(
+                    "{} (cached in {})",
+                    lines.collect::<Vec<_>>().join(" "),
+                    cache.display()
+                )),
+            };
+        }
+    }
+    let verdict = boot_probe(hv, base_image, cache_dir, BOOT_PROBE_TIMEOUT);
+    let _ = std::fs::create_dir_all(cache_dir);
+    let body = match &verdict {
+        Ok(()) => format!("{key}\nok\n"),
+        Err(why) => format!("{key}\nfailed\n{why}\n"),
+    };
+    let _ = std::fs::write(&cache, body);
+    verdict
+}
+
+/// Boot `base_image` read-only in a transient KVM domain until its kernel speaks.
+pub fn boot_probe(
+    hv: &Hypervisor,
+    base_image: &Path,
+    work_dir: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    use virt::domain::DomainState;
+    use virt::enumutil::Enum;
+    let (_, format) = crate::ops::base_image_info(hv, base_image).map_err(|e| format!("{e:#}"))?;
+    let name = format!("mkheadnode-kvm-probe-{}", std::process::id());
+    std::fs::create_dir_all(work_dir)
+        .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+    let log = work_dir.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    let xml = crate::domain_xml::kvm_probe(&name, base_image, &format, &log)
+        .map_err(|e| format!("{e:#}"))?;
+    let dom = hv
+        .start_transient(&name, &xml)
+        .map_err(|e| format!("{e:#}"))?;
+    let start = Instant::now();
+    let verdict = loop {
+        if std::fs::read_to_string(&log).is_ok_and(|t| t.contains(BOOT_SIGN)) {
+            break Ok(());
+        }
+        match dom.state().map(|(s, _)| s) {
+            Ok(Enum::Known(DomainState::Paused)) => {
+                break Err(format!(
+                    "qemu paused the test guest (KVM internal error; see /var/log/libvirt/qemu/{name}.log)"
+                ))
+            }
+            Ok(Enum::Known(DomainState::Running)) | Ok(Enum::Known(DomainState::Blocked)) => {}
+            other => break Err(format!("the test guest stopped ({other:?})")),
+        }
+        if start.elapsed() >= timeout {
+            break Err(format!(
+                "the test guest's kernel said nothing within {} s",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = dom.destroy();
+    let _ = std::fs::remove_file(&log);
+    verdict
 }
 
 /// Run the probe in a child process of `exe` (the mkheadnode binary), killing it on timeout.
@@ -164,7 +286,7 @@ mod tests {
 
     #[test]
     fn forced_choices_skip_the_probe() {
-        let never = || -> Result<(), String> { panic!("probe must not run") };
+        let never = || -> Result<String, String> { panic!("probe must not run") };
         assert_eq!(
             decide(VirtTypeChoice::Kvm, false, never).virt_type,
             VirtType::Kvm
@@ -177,17 +299,40 @@ mod tests {
 
     #[test]
     fn auto_needs_libvirt_and_the_probe() {
-        let never = || -> Result<(), String> { panic!("probe must not run") };
+        let never = || -> Result<String, String> { panic!("probe must not run") };
         let c = decide(VirtTypeChoice::Auto, false, never);
         assert_eq!(c.virt_type, VirtType::Qemu);
         assert!(c.reason.contains("offers no kvm"));
+        let c = decide(VirtTypeChoice::Auto, true, || Ok("it booted".into()));
         assert_eq!(
-            decide(VirtTypeChoice::Auto, true, || Ok(())).virt_type,
-            VirtType::Kvm
+            (c.virt_type, c.reason.as_str()),
+            (VirtType::Kvm, "kvm: it booted")
         );
         let c = decide(VirtTypeChoice::Auto, true, || Err("hung".into()));
         assert_eq!(c.virt_type, VirtType::Qemu);
         assert!(c.reason.contains("hung"), "{}", c.reason);
+    }
+
+    #[test]
+    fn the_boot_probe_verdict_is_cached_per_boot_and_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("base.qcow2");
+        std::fs::write(&image, b"not really an image").unwrap();
+        let key = cache_key(&image).unwrap();
+        std::fs::write(
+            dir.path().join("kvm-boot-probe"),
+            format!("{key}\nfailed\nit paused\n"),
+        )
+        .unwrap();
+        // A cached verdict is used without touching libvirt (the test driver could not boot it).
+        let hv = Hypervisor::connect("test:///default").unwrap();
+        let err = cached_boot_probe(&hv, &image, dir.path()).unwrap_err();
+        assert!(err.contains("it paused") && err.contains("cached"), "{err}");
+        std::fs::write(dir.path().join("kvm-boot-probe"), format!("{key}\nok\n")).unwrap();
+        assert!(cached_boot_probe(&hv, &image, dir.path()).is_ok());
+        // A changed image invalidates it.
+        std::fs::write(&image, b"another image, another size").unwrap();
+        assert_ne!(cache_key(&image).unwrap(), key);
     }
 
     #[test]
