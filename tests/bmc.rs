@@ -2,27 +2,15 @@
 //! (Redfish), each driving a small libvirt domain on `qemu:///system`, and a digest-auth AMT
 //! form handler. The tool runs exactly as in the guest (`python3 mkheadnode-link`).
 
-use crate::support::run;
+use crate::support::{free_port, run, virsh};
 use mkheadnode::seed;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const URI: &str = "qemu:///system";
-
-fn virsh(args: &[&str]) -> (i32, String, String) {
-    run(Command::new("virsh").arg("-c").arg(URI).args(args))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const URI: &str = crate::support::SYSTEM_URI;
 
 fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -2,13 +2,13 @@
 //! the nginx site through `nginx -t` and then live on loopback with fcgiwrap and the
 //! boot-default CGI, and the link tool against a temp TFTP root.
 
-use crate::support::{run, tool};
+use crate::support::{free_port, run, tool};
 use mkheadnode::config::Config;
 use mkheadnode::plan::{Plan, VirtType};
 use mkheadnode::seed::{self, NginxSite};
 use mkheadnode::vlan::Vlan;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -186,14 +186,6 @@ struct Web {
     fcgi: Child,
     open_port: u16,
     lease_port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn nginx_conf(dir: &Path, sites: &[String]) -> PathBuf {

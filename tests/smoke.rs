@@ -7,14 +7,14 @@
 //! libvirt's DHCP. Serial logs are kept in target/smoke-artifacts; every trace of the test is
 //! removed at the end, also when a step fails.
 
-use crate::support::{mkheadnode, run};
+use crate::support::{mkheadnode, run, virsh};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const URI: &str = "qemu:///system";
+const URI: &str = crate::support::SYSTEM_URI;
 const VLAN: u16 = 4042;
 const NODE_MAC: &str = "52:54:00:aa:40:42";
 const NODE: &str = "smoke-node-4042";
@@ -26,10 +26,6 @@ const BMC_PASSWORD: &str = "smoke-secret";
 
 fn sh(program: &str, args: &[&str]) -> (i32, String, String) {
     run(Command::new(program).args(args))
-}
-
-fn virsh(args: &[&str]) -> (i32, String, String) {
-    run(Command::new("virsh").arg("-c").arg(URI).args(args))
 }
 
 fn b64decode(s: &str) -> Vec<u8> {
@@ -97,6 +93,8 @@ struct Smoke {
     image: PathBuf,
     installer: PathBuf,
     timings: Vec<(&'static str, Duration)>,
+    /// Artefacts are copied once: after the PXE phase, or at the first failure.
+    kept: std::cell::Cell<bool>,
 }
 
 impl Smoke {
@@ -119,6 +117,7 @@ impl Smoke {
             image,
             installer,
             timings: Vec::new(),
+            kept: std::cell::Cell::new(false),
         };
         smoke.cleanup();
         for d in ["", "cfg", "log"] {
@@ -192,6 +191,9 @@ impl Smoke {
     }
 
     fn keep_artifacts(&self) {
+        if self.kept.replace(true) {
+            return;
+        }
         for (from, to) in [
             (self.headnode_log(), "headnode-serial.log"),
             (self.node_log(), "node-serial.log"),
@@ -557,6 +559,9 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
         std::thread::sleep(Duration::from_millis(500));
     }
     s.time("node power-on -> second boot falls to local disk", t);
+
+    // The consoles as they are now; the rebuild below starts a fresh headnode log.
+    s.keep_artifacts();
 
     // 5. Rebuild (same MACs), then tear down with --purge.
     let before: serde_json::Value =

@@ -41,6 +41,23 @@ pub fn virt_xml_validate(xml: &str, kind: &str) -> (bool, String) {
     (code == 0, format!("{out}{err}"))
 }
 
+/// The libvirt URI the real-hypervisor tests use.
+pub const SYSTEM_URI: &str = "qemu:///system";
+
+/// `virsh` on [`SYSTEM_URI`]: (exit code, stdout, stderr).
+pub fn virsh(args: &[&str]) -> (i32, String, String) {
+    run(Command::new("virsh").arg("-c").arg(SYSTEM_URI).args(args))
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A directory that qemu's user can reach (unlike a 0700 tempdir), removed on drop.
 pub struct OpenDir {
     pub path: PathBuf,

@@ -2,16 +2,12 @@
 //! in a sandbox of its own (VLAN, isolated networks, pool, config root, AppArmor file copy),
 //! and removes every trace on drop, also when it fails.
 
-use crate::support::{mkheadnode, run, virt_xml_validate, OpenDir};
+use crate::support::{mkheadnode, run, virsh, virt_xml_validate, OpenDir};
 use mkheadnode::domain_xml::live_facts;
 use std::path::PathBuf;
 use std::process::Command;
 
-const URI: &str = "qemu:///system";
-
-fn virsh(args: &[&str]) -> (i32, String, String) {
-    run(Command::new("virsh").arg("-c").arg(URI).args(args))
-}
+const URI: &str = crate::support::SYSTEM_URI;
 
 struct Sandbox {
     dir: OpenDir,
@@ -105,6 +101,20 @@ impl Sandbox {
             .filter_map(|l| l.split_whitespace().next())
             .map(str::to_string)
             .collect()
+    }
+
+    /// Define `headnode-<vlan>` by hand, without our metadata: somebody else's domain.
+    fn define_foreign(&self, vlan: u16) {
+        let xml = self.path(&format!("foreign-{vlan}.xml"));
+        std::fs::write(
+            &xml,
+            format!(
+                "<domain type='qemu'><name>headnode-{vlan}</name><memory unit='MiB'>64</memory>\
+                 <os><type arch='x86_64'>hvm</type></os></domain>"
+            ),
+        )
+        .unwrap();
+        assert_eq!(virsh(&["define", xml.to_str().unwrap()]).0, 0);
     }
 
     fn domain_exists(&self, vlan: u16) -> bool {
@@ -317,14 +327,7 @@ fn a_missing_log_dir_is_created() {
 #[test]
 fn a_foreign_headnode_domain_is_never_touched() {
     let sb = Sandbox::new("foreign", &[4006]);
-    let xml = sb.path("foreign.xml");
-    std::fs::write(
-        &xml,
-        "<domain type='qemu'><name>headnode-4006</name><memory unit='MiB'>64</memory>\
-         <os><type arch='x86_64'>hvm</type></os></domain>",
-    )
-    .unwrap();
-    assert_eq!(virsh(&["define", xml.to_str().unwrap()]).0, 0);
+    sb.define_foreign(4006);
     let before = uuid(4006);
     for args in [
         &["4006"][..],
@@ -410,14 +413,7 @@ fn concurrent_creates_of_one_vlan_take_turns() {
 #[test]
 fn bulk_create_goes_on_past_a_failure_and_sums_up() {
     let sb = Sandbox::new("bulk", &[4010, 4011, 4012]);
-    let xml = sb.path("foreign.xml");
-    std::fs::write(
-        &xml,
-        "<domain type='qemu'><name>headnode-4011</name><memory unit='MiB'>64</memory>\
-         <os><type arch='x86_64'>hvm</type></os></domain>",
-    )
-    .unwrap();
-    assert_eq!(virsh(&["define", xml.to_str().unwrap()]).0, 0);
+    sb.define_foreign(4011);
     let (code, _, err) = sb.mk(&["4010-4012", "--no-start"]);
     assert_eq!(code, 6, "{err}");
     assert!(err.contains("3 VLANs: 2 created, 1 failed"), "{err}");
