@@ -149,12 +149,27 @@ fn create(
             session.create(v, &opts)?
         };
         let plan = session.plan(v);
-        if !opts.no_start {
+        let running = match &outcome {
+            Created::New => !opts.no_start,
+            Created::Unchanged { state } if state == "running" => true,
+            Created::Unchanged { state } if args.wait => {
+                return Err(failure(
+                    Kind::Other,
+                    format!(
+                        "{} exists but is {state}, so there is nothing to wait for: start it \
+                         (`virsh start {}`) or make it anew (`mkheadnode rebuild {v}`)",
+                        plan.domain_name, plan.domain_name
+                    ),
+                ))
+            }
+            Created::Unchanged { .. } => false,
+        };
+        if running {
             started.lock().expect("no panics while held").push(plan);
         }
         Ok(match outcome {
             Created::New => verb,
-            Created::Unchanged => "unchanged",
+            Created::Unchanged { .. } => "unchanged",
         })
     });
     let mut started = started.into_inner().expect("no panics while held");

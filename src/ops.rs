@@ -37,7 +37,10 @@ pub enum Created {
     /// A new headnode was defined (and started unless `--no-start`).
     New,
     /// Our headnode already existed; nothing about it was changed.
-    Unchanged,
+    Unchanged {
+        /// Its libvirt state (`running`, `paused`, `shut off`, ...).
+        state: String,
+    },
 }
 
 /// Everything an operation needs: settings, the libvirt connection, and where to report.
@@ -261,15 +264,15 @@ impl Session {
         }
 
         if let Some((dom, _)) = existing {
+            let state = state_word(&dom);
             out.step(
                 v,
                 format!(
-                    "{} already exists ({}); nothing changed",
-                    plan.domain_name,
-                    state_word(&dom)
+                    "{} already exists ({state}); nothing changed",
+                    plan.domain_name
                 ),
             );
-            return Ok(Created::Unchanged);
+            return Ok(Created::Unchanged { state });
         }
 
         check_attachment(&self.hv, &plan.private_nic.attachment, "vlan")?;

@@ -370,6 +370,23 @@ fn bad_input_changes_nothing() {
 }
 
 #[test]
+fn waiting_on_an_existing_headnode_that_is_not_running_fails_at_once() {
+    let sb = Sandbox::new("waitoff", &[4014]);
+    assert_eq!(sb.mk(&["4014", "--no-start"]).0, 0);
+    let start = std::time::Instant::now();
+    let (code, _, err) = sb.mk(&["4014", "--wait", "--timeout", "60"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("exists but is shut off") && err.contains("mkheadnode rebuild 4014"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "it waited"
+    );
+}
+
+#[test]
 fn wait_fails_cleanly_at_the_timeout() {
     let sb = Sandbox::new("timeout", &[4008]);
     // The base image is empty, so the guest never prints the ready line.
