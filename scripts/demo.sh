@@ -15,7 +15,7 @@ net() {
     virsh -q net-define "/tmp/$name.xml" >/dev/null
     echo "==> defined isolated network $name"
   fi
-  virsh -q net-info "$name" | grep -q 'Active: *yes' || virsh -q net-start "$name" >/dev/null
+  virsh -q net-info "$name" | grep 'Active: *yes' >/dev/null || virsh -q net-start "$name" >/dev/null
 }
 net "vlan$VLAN" "<network><name>vlan$VLAN</name><bridge stp='off'/><dns enable='no'/></network>"
 net mkheadnode-public "<network><name>mkheadnode-public</name><bridge stp='off'/><ip address='172.31.255.1' prefix='24'><dhcp><range start='172.31.255.100' end='172.31.255.200'/></dhcp></ip></network>"
