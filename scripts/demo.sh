@@ -29,7 +29,7 @@ cat <<MSG
 
 headnode-$VLAN is up. From here:
   virsh console headnode-$VLAN                  # serial console (Ctrl-] leaves)
-  ssh <user>@${ip:-<its public address>}        # public side (add a key: --ssh-key or ssh_authorized_keys)
+  ssh debian@${ip:-<its public address>}        # public side, default user (add a key: --ssh-key or ssh_authorized_keys)
   mkheadnode status $VLAN
 Its config share is /var/lib/headnode-config/$VLAN (machines.txt, profiles/, bmc.conf).
 Remove it with: $BIN teardown $VLAN --purge
