@@ -35,8 +35,8 @@ smoke: setup image
 test: lint unit smoke
 
 # mkheadnode vs virt-install vs bare libvirt on this machine; writes BENCHMARKS.md.
-bench: setup build
-	BIN=$(BIN) python3 scripts/bench.py
+bench: setup image build
+	IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 BIN=$(BIN) BENCH_NOTES=scripts/bench-notes.md python3 scripts/bench.py
 
 # A headnode for demo VLAN 42 on this machine, made the way an operator would.
 run: setup image build

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// `mkheadnode 42` creates and starts the headnode of VLAN 42. VLAN lists such as `100-110`
 /// or `7,9,12` work everywhere a VLAN does; each VLAN is handled on its own.
 #[derive(Debug, Parser)]
-#[command(name = "mkheadnode", version, args_conflicts_with_subcommands = true, after_help = EXIT_CODES)]
+#[command(name = "mkheadnode", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do (default: create the VLANs given).
     #[command(subcommand)]
@@ -298,6 +298,27 @@ mod tests {
             Some(Command::Teardown { purge: true, .. })
         ));
         assert_eq!(cli.global.connect, "test:///default");
+    }
+
+    #[test]
+    fn global_flags_may_come_before_the_subcommand() {
+        for args in [
+            &["mkheadnode", "-q", "list"][..],
+            &[
+                "mkheadnode",
+                "--connect",
+                "test:///default",
+                "list",
+                "--json",
+            ],
+            &["mkheadnode", "--jobs", "2", "teardown", "7"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(
+                cli.command.is_some() && cli.vlans.is_none(),
+                "{args:?} -> {cli:?}"
+            );
+        }
     }
 
     #[test]

@@ -257,9 +257,12 @@ impl Session {
             apparmor::Outcome::AlreadyPresent(p) => {
                 out.detail(v, format!("AppArmor rule already in {}", p.display()))
             }
-            apparmor::Outcome::NotInUse(p) => out.detail(
+            apparmor::Outcome::NotInUse(p) => out.step(
                 v,
-                format!("no {}: AppArmor not in use, nothing to add", p.display()),
+                format!(
+                    "note: no {}, so AppArmor is not in use for libvirt; nothing to add",
+                    p.display()
+                ),
             ),
         }
 

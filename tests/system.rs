@@ -316,6 +316,16 @@ fn a_failed_start_rolls_back_volumes_and_domain() {
 }
 
 #[test]
+fn no_apparmor_abstraction_means_a_note_and_no_file() {
+    let sb = Sandbox::new("noaa", &[4015]);
+    std::fs::remove_file(sb.aa()).unwrap();
+    let (code, _, err) = sb.mk(&["4015", "--no-start"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("AppArmor is not in use"), "{err}");
+    assert!(!sb.aa().exists(), "the abstraction file was created");
+}
+
+#[test]
 fn a_missing_log_dir_is_created() {
     let mut sb = Sandbox::new("logdir", &[4013]);
     sb.log_dir = sb.path("new/log/dir");
