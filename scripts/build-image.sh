@@ -47,7 +47,7 @@ include=$(IFS=,; echo "${PACKAGES[*]}")
 mmdebstrap --quiet --variant=minbase --mode=root --include="$include" \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-  --customize-hook='chroot "$1" systemctl disable isc-dhcp-server tftpd-hpa nginx fcgiwrap.socket fcgiwrap 2>/dev/null || true' \
+  --customize-hook='chroot "$1" systemctl mask isc-dhcp-server tftpd-hpa nginx fcgiwrap.socket fcgiwrap' \
   "$SUITE" "$ROOT" "$MIRROR"
 
 stage "configuring the root filesystem"
@@ -62,10 +62,9 @@ echo 'LANG=en_US.UTF-8' > "$ROOT/etc/default/locale"
 cat > "$ROOT/etc/cloud/cloud.cfg.d/90-mkheadnode.cfg" <<'CFG'
 datasource_list: [ NoCloud, None ]
 CFG
-# The PXE services are enabled by the seed once their configuration is written.
-for unit in isc-dhcp-server tftpd-hpa nginx fcgiwrap fcgiwrap.socket; do
-  rm -f "$ROOT"/etc/systemd/system/*.wants/$unit.service "$ROOT"/etc/systemd/system/*.wants/$unit
-done
+# The PXE services stay enabled but masked (above): nothing serves before the seed has written
+# their configuration and the firewall, and unmasking them then is cheap (enabling Debian's
+# LSB-scripted ones would run update-rc.d, seconds each under TCG).
 # Nothing that timers would run during a short-lived test VM.
 rm -f "$ROOT"/etc/systemd/system/timers.target.wants/*
 kver=$(basename "$(ls -d "$ROOT"/lib/modules/*)")

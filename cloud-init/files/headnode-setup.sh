@@ -51,14 +51,21 @@ systemctl start mkheadnode-profiles.service || true
 step="loading the firewall"; say "$step"
 iptables-restore < /etc/iptables/rules.v4
 ip6tables-restore < /etc/iptables/rules.v6
-systemctl enable netfilter-persistent 2>/dev/null || true
+# The package enables it; enabling an LSB-backed unit again costs seconds (update-rc.d).
+systemctl is-enabled -q netfilter-persistent 2>/dev/null || systemctl enable -q netfilter-persistent
 
 step="starting dhcpd, tftpd, fcgiwrap and nginx"; say "$step"
 rm -f /etc/nginx/sites-enabled/default
 ln -sf /etc/nginx/sites-available/mkheadnode /etc/nginx/sites-enabled/mkheadnode
-for unit in isc-dhcp-server tftpd-hpa fcgiwrap.socket nginx; do
-    systemctl enable "$unit"
-    step="starting $unit"
-    systemctl restart "$unit"
+units="isc-dhcp-server tftpd-hpa fcgiwrap.socket nginx"
+# Images made for mkheadnode ship these masked, so that nothing serves before now.
+step="unmasking $units"
+systemctl unmask -q $units fcgiwrap.service
+for unit in $units; do
+    step="enabling $unit"
+    systemctl is-enabled -q "$unit" 2>/dev/null || systemctl enable -q "$unit"
 done
+# One call, so systemd starts them in parallel.
+step="starting $units"
+systemctl restart $units
 say "done" | tee /dev/console
