@@ -43,11 +43,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Create {
             ref vlans,
             ref create,
-        }) => self::create(&cli, config, out, vlans, create, false),
+        }) => self::create(&cli, config, out, vlans, &create.merged(&cli.create), false),
         Some(Command::Rebuild {
             ref vlans,
             ref create,
-        }) => self::create(&cli, config, out, vlans, create, true),
+        }) => self::create(&cli, config, out, vlans, &create.merged(&cli.create), true),
         Some(Command::Teardown { ref vlans, purge }) => {
             let vlans = vlan::parse_list(vlans)?;
             if g.dry_run {
@@ -183,7 +183,7 @@ fn create(
         }
         wait::until_ready(
             &started,
-            Duration::from_secs(args.timeout),
+            Duration::from_secs(args.timeout.unwrap_or(CreateArgs::DEFAULT_TIMEOUT)),
             out.verbosity > Verbosity::Quiet,
         )?;
         for plan in &started {
@@ -198,7 +198,13 @@ fn create(
 
 fn dry_run(uri: &str, config: &Config, vlans: &[Vlan]) -> anyhow::Result<()> {
     let choice = match Hypervisor::connect(uri) {
-        Ok(hv) => virt_type::choose(config.virt_type, &hv, &config.base_image, &config.lock_dir),
+        Ok(hv) => virt_type::choose(
+            config.virt_type,
+            &hv,
+            &config.base_image,
+            &config.lock_dir,
+            false,
+        ),
         Err(e) => virt_type::decide(config.virt_type, false, || Err(format!("{e:#}"))),
     };
     eprintln!("virt type: {}", choice.reason);

@@ -188,8 +188,13 @@ pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> 
                 }
             });
         }
-        let choice =
-            crate::virt_type::choose(config.virt_type, hv, &config.base_image, &config.lock_dir);
+        let choice = crate::virt_type::choose(
+            config.virt_type,
+            hv,
+            &config.base_image,
+            &config.lock_dir,
+            true,
+        );
         let level = if choice.virt_type == crate::plan::VirtType::Kvm {
             Level::Ok
         } else {

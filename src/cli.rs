@@ -99,9 +99,25 @@ pub struct CreateArgs {
     /// Wait until each headnode's cloud-init has finished.
     #[arg(long)]
     pub wait: bool,
-    /// Give up waiting after this many seconds (exit status 5).
-    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
-    pub timeout: u64,
+    /// Give up waiting after this many seconds (exit status 5) [default: 900].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+impl CreateArgs {
+    /// How long `--wait` waits when `--timeout` is not given.
+    pub const DEFAULT_TIMEOUT: u64 = 900;
+
+    /// These options with those given before the subcommand filled in, so that
+    /// `mkheadnode --wait rebuild 42` and `mkheadnode rebuild 42 --wait` mean the same.
+    pub fn merged(&self, before: &CreateArgs) -> CreateArgs {
+        CreateArgs {
+            machines: self.machines.clone().or_else(|| before.machines.clone()),
+            no_start: self.no_start || before.no_start,
+            wait: self.wait || before.wait,
+            timeout: self.timeout.or(before.timeout),
+        }
+    }
 }
 
 /// Options every command takes; each config key is also a flag here.
@@ -319,6 +335,18 @@ mod tests {
                 "{args:?} -> {cli:?}"
             );
         }
+    }
+
+    #[test]
+    fn create_options_count_before_or_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["mkheadnode", "--wait", "rebuild", "4", "--timeout", "60"])
+            .unwrap();
+        let Some(Command::Rebuild { create, .. }) = &cli.command else {
+            panic!("{cli:?}")
+        };
+        let args = create.merged(&cli.create);
+        assert!(args.wait);
+        assert_eq!(args.timeout, Some(60));
     }
 
     #[test]

@@ -29,6 +29,11 @@ fn is(err: &VirtError, code: ErrorNumber) -> bool {
 pub struct Hypervisor {
     conn: Connect,
     uri: String,
+    /// One upload stream at a time: concurrent streams on one connection were seen to hang
+    /// (a worker blocked in virStreamSend forever during a parallel bulk create).
+    uploads: std::sync::Mutex<()>,
+    /// One pool set-up at a time (bulk runs would otherwise race to define and start it).
+    pools: std::sync::Mutex<()>,
 }
 
 impl Hypervisor {
@@ -48,6 +53,8 @@ impl Hypervisor {
         Ok(Hypervisor {
             conn,
             uri: uri.to_string(),
+            uploads: std::sync::Mutex::new(()),
+            pools: std::sync::Mutex::new(()),
         })
     }
 
@@ -104,41 +111,40 @@ impl Hypervisor {
     }
 
     /// The named storage pool, defined (as a dir pool at `dir`), built and started if needed.
-    /// Safe against other threads or processes doing the same at the same time: whoever loses
-    /// the race to define or start the pool uses the winner's.
+    /// Threads of this process take turns; against another process doing the same at the same
+    /// time, whoever loses a step uses the pool the other one made.
     pub fn ensure_pool(&self, name: &str, dir: &Path) -> anyhow::Result<StoragePool> {
+        let _one_at_a_time = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let pool = match self.find_pool(name)? {
             Some(p) => p,
-            None => {
-                let xml = domain_xml::pool(name, dir)?;
-                match self.conn.define_storage_pool_xml(&xml, 0) {
-                    Ok(p) => {
-                        p.build(sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
-                            .or_else(|_| p.build(0))
-                            .with_context(|| {
-                                format!("building storage pool {name} at {}", dir.display())
-                            })?;
-                        p.set_autostart(true)?;
-                        p
-                    }
-                    Err(e) => match self.find_pool(name)? {
-                        Some(p) => p,
-                        None => {
-                            return Err(e).with_context(|| {
-                                format!("defining storage pool {name} at {}", dir.display())
-                            })
-                        }
-                    },
+            None => match self
+                .conn
+                .define_storage_pool_xml(&domain_xml::pool(name, dir)?, 0)
+            {
+                Ok(p) => {
+                    p.set_autostart(true)?;
+                    p
                 }
-            }
+                Err(e) => self.find_pool(name)?.ok_or(e).with_context(|| {
+                    format!("defining storage pool {name} at {}", dir.display())
+                })?,
+            },
         };
-        if !pool.is_active()? {
-            if let Err(e) = pool.create(0) {
-                if !pool.is_active()? {
-                    return Err(e).with_context(|| format!("starting storage pool {name}"));
-                }
-            }
+        if pool.is_active()? {
+            return Ok(pool);
         }
+        let built = pool
+            .build(sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
+            .or_else(|_| pool.build(0));
+        let started = pool.create(0);
+        if pool.is_active()? {
+            return Ok(pool);
+        }
+        built.with_context(|| format!("building storage pool {name} at {}", dir.display()))?;
+        started.with_context(|| format!("starting storage pool {name}"))?;
         Ok(pool)
     }
 
@@ -176,6 +182,10 @@ impl Hypervisor {
 
     /// Write `bytes` into `vol` from its start, through a libvirt stream (works remotely too).
     pub fn upload(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
+        let _one_at_a_time = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let stream = Stream::new(&self.conn, 0).context("opening an upload stream")?;
         vol.upload(&stream, 0, bytes.len() as u64, 0)
             .context("starting the upload")?;

@@ -202,6 +202,7 @@ impl Session {
                     &self.hv,
                     &self.config.base_image,
                     &self.config.lock_dir,
+                    true,
                 );
                 self.out.step(None, format!("virt type: {}", choice.reason));
                 choice

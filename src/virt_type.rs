@@ -84,12 +84,14 @@ pub fn decide(
 
 /// [`decide`] with the real probes for `hv`: on a local hypervisor the `hlt` probe (this very
 /// binary re-run with [`PROBE_ARG`]) and the cached boot probe of `base_image`; on a remote one,
-/// libvirt's word, since nothing here can be run there.
+/// libvirt's word, since nothing here can be run there. With `may_boot` false (a dry run) no
+/// test guest is started: only a cached verdict counts.
 pub fn choose(
     choice: VirtTypeChoice,
     hv: &Hypervisor,
     base_image: &Path,
     cache_dir: &Path,
+    may_boot: bool,
 ) -> Choice {
     decide(choice, hv.offers_kvm(), || {
         if !hv.is_local() {
@@ -97,7 +99,16 @@ pub fn choose(
         }
         let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
         probe_in_child(&exe, PROBE_TIMEOUT)?;
-        cached_boot_probe(hv, base_image, cache_dir)?;
+        if may_boot {
+            cached_boot_probe(hv, base_image, cache_dir)?;
+        } else {
+            cached_verdict(base_image, cache_dir).unwrap_or_else(|| {
+                Err(
+                    "not probed in a dry run: a real run boots the base image under KVM to decide"
+                        .into(),
+                )
+            })?;
+        }
         Ok(format!(
             "the base image boots under KVM here ({BOOT_SIGN} on its console)"
         ))
@@ -122,22 +133,30 @@ fn cache_key(base_image: &Path) -> Option<String> {
     ))
 }
 
+/// The cached boot probe verdict for `base_image` in this host boot, if there is one.
+fn cached_verdict(base_image: &Path, cache_dir: &Path) -> Option<Result<(), String>> {
+    let key = cache_key(base_image)?;
+    let cache = cache_dir.join("kvm-boot-probe");
+    let text = std::fs::read_to_string(&cache).ok()?;
+    let mut lines = text.lines();
+    if lines.next() != Some(key.as_str()) {
+        return None;
+    }
+    Some(match lines.next() {
+        Some("ok") => Ok(()),
+        _ => Err(format!(
+            "{} (cached in {})",
+            lines.collect::<Vec<_>>().join(" "),
+            cache.display()
+        )),
+    })
+}
+
 fn cached_boot_probe(hv: &Hypervisor, base_image: &Path, cache_dir: &Path) -> Result<(), String> {
     let key = cache_key(base_image)
         .ok_or_else(|| format!("base image {} is not readable", base_image.display()))?;
-    let cache = cache_dir.join("kvm-boot-probe");
-    if let Ok(text) = std::fs::read_to_string(&cache) {
-        let mut lines = text.lines();
-        if lines.next() == Some(key.as_str()) {
-            return match lines.next() {
-                Some("ok") => Ok(()),
-                _ => Err(format!(
-                    "{} (cached in {})",
-                    lines.collect::<Vec<_>>().join(" "),
-                    cache.display()
-                )),
-            };
-        }
+    if let Some(verdict) = cached_verdict(base_image, cache_dir) {
+        return verdict;
     }
     let verdict = boot_probe(hv, base_image, cache_dir, BOOT_PROBE_TIMEOUT);
     let _ = std::fs::create_dir_all(cache_dir);
@@ -145,7 +164,7 @@ fn cached_boot_probe(hv: &Hypervisor, base_image: &Path, cache_dir: &Path) -> Re
         Ok(()) => format!("{key}\nok\n"),
         Err(why) => format!("{key}\nfailed\n{why}\n"),
     };
-    let _ = std::fs::write(&cache, body);
+    let _ = std::fs::write(cache_dir.join("kvm-boot-probe"), body);
     verdict
 }
 

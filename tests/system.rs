@@ -15,6 +15,10 @@ struct Sandbox {
     vlans: Vec<u16>,
     log_dir: PathBuf,
     memory_mib: u64,
+    /// `--vlan-network` pattern.
+    vlan_network: String,
+    /// Headnodes to remove on drop besides those of `vlans` (which also get networks).
+    extra_domains: Vec<u16>,
 }
 
 impl Sandbox {
@@ -27,6 +31,8 @@ impl Sandbox {
             vlans: vlans.to_vec(),
             log_dir,
             memory_mib: 256,
+            vlan_network: "mkt-v{vlan}".into(),
+            extra_domains: Vec::new(),
         };
         sb.cleanup_libvirt();
         let (code, _, err) = run(Command::new("qemu-img")
@@ -83,7 +89,7 @@ impl Sandbox {
         c.arg("--log-dir").arg(&self.log_dir);
         c.args([
             "--vlan-network",
-            "mkt-v{vlan}",
+            &self.vlan_network,
             "--public-network",
             &self.public_net(),
         ]);
@@ -122,6 +128,11 @@ impl Sandbox {
     }
 
     fn cleanup_libvirt(&self) {
+        for v in &self.extra_domains {
+            let name = format!("headnode-{v}");
+            virsh(&["destroy", &name]);
+            virsh(&["undefine", &name, "--nvram"]);
+        }
         for v in &self.vlans {
             let name = format!("headnode-{v}");
             virsh(&["destroy", &name]);
@@ -463,4 +474,77 @@ fn bulk_create_goes_on_past_a_failure_and_sums_up() {
     let (code, _, err) = sb.mk(&["teardown", "4010,4012"]);
     assert_eq!(code, 0, "{err}");
     assert!(sb.volumes().is_empty());
+}
+
+#[test]
+fn a_dry_run_never_boots_a_kvm_test_guest() {
+    let dir = OpenDir::new("dryrun");
+    let (code, out, err) = run(mkheadnode()
+        .args(["--dry-run", "--connect", URI, "--virt-type", "auto", "4016"])
+        .arg("--lock-dir")
+        .arg(dir.path.join("lock")));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("<name>headnode-4016</name>"));
+    // With no cached verdict, only libvirt's offer and the hlt probe can speak.
+    assert!(!err.contains("boots under KVM here"), "{err}");
+    assert!(
+        err.contains("not probed in a dry run")
+            || err.contains("offers no kvm")
+            || err.contains("did not run"),
+        "{err}"
+    );
+    assert!(
+        !dir.path.join("lock/kvm-boot-probe").exists(),
+        "a boot probe ran"
+    );
+}
+
+#[test]
+fn a_hundred_vlans_round_trip_in_parallel_without_hanging() {
+    // Regression: parallel seed uploads over one connection once blocked in virStreamSend.
+    let mut sb = Sandbox::new("hundred", &[]);
+    let net = "mkt-v-hundred";
+    sb.vlan_network = net.into();
+    sb.extra_domains = (3101..=3200).collect();
+    let xml = sb.path("net.xml");
+    std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
+    virsh(&["net-destroy", net]); // left by an earlier, failed run
+    virsh(&["net-undefine", net]);
+    assert_eq!(virsh(&["net-define", xml.to_str().unwrap()]).0, 0);
+    assert_eq!(virsh(&["net-start", net]).0, 0);
+    let run_bounded = |args: &[&str]| {
+        let mut child = sb
+            .cmd(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("`mkheadnode {args:?}` hung");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
+    };
+    for _ in 0..2 {
+        let out = run_bounded(&["3101-3200", "--no-start", "-q"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(sb.volumes().len(), 200);
+        let out = run_bounded(&["teardown", "3101-3200", "-q"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(sb.volumes().is_empty());
+    }
+    drop(sb);
+    virsh(&["net-destroy", net]);
+    virsh(&["net-undefine", net]);
 }
