@@ -25,6 +25,20 @@ fn is(err: &VirtError, code: ErrorNumber) -> bool {
     matches!(err.code(), Enum::Known(c) if c == code)
 }
 
+/// A libvirt look-up whose "no such object" error (`missing`) means `None`; other errors say
+/// what was being looked up.
+fn optional<T>(
+    found: Result<T, VirtError>,
+    missing: ErrorNumber,
+    what: impl FnOnce() -> String,
+) -> anyhow::Result<Option<T>> {
+    match found {
+        Ok(x) => Ok(Some(x)),
+        Err(e) if is(&e, missing) => Ok(None),
+        Err(e) => Err(e).with_context(what),
+    }
+}
+
 /// A connection to libvirt.
 pub struct Hypervisor {
     conn: Connect,
@@ -103,11 +117,14 @@ impl Hypervisor {
 
     /// Whether a libvirt network of this name exists and is active.
     pub fn network_active(&self, name: &str) -> anyhow::Result<Option<bool>> {
-        match self.conn.lookup_network_by_name(name) {
-            Ok(net) => Ok(Some(net.is_active()?)),
-            Err(e) if is(&e, ErrorNumber::NoNetwork) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("looking up network {name}")),
-        }
+        let net = optional(
+            self.conn.lookup_network_by_name(name),
+            ErrorNumber::NoNetwork,
+            || format!("looking up network {name}"),
+        )?;
+        net.map(|n| n.is_active())
+            .transpose()
+            .context("reading network state")
     }
 
     /// The named storage pool, defined (as a dir pool at `dir`), built and started if needed.
@@ -150,11 +167,11 @@ impl Hypervisor {
 
     /// The named pool if it exists.
     pub fn find_pool(&self, name: &str) -> anyhow::Result<Option<StoragePool>> {
-        match self.conn.lookup_storage_pool_by_name(name) {
-            Ok(p) => Ok(Some(p)),
-            Err(e) if is(&e, ErrorNumber::NoStoragePool) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("looking up storage pool {name}")),
-        }
+        optional(
+            self.conn.lookup_storage_pool_by_name(name),
+            ErrorNumber::NoStoragePool,
+            || format!("looking up storage pool {name}"),
+        )
     }
 
     /// The named volume in `pool`, if it exists.
@@ -163,11 +180,11 @@ impl Hypervisor {
         pool: &StoragePool,
         name: &str,
     ) -> anyhow::Result<Option<StorageVol>> {
-        match pool.lookup_storage_vol_by_name(name) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if is(&e, ErrorNumber::NoStorageVolume) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("looking up volume {name}")),
-        }
+        optional(
+            pool.lookup_storage_vol_by_name(name),
+            ErrorNumber::NoStorageVolume,
+            || format!("looking up volume {name}"),
+        )
     }
 
     /// Create a volume from its XML.
@@ -221,24 +238,25 @@ impl Hypervisor {
 
     /// The named domain, if it exists.
     pub fn find_domain(&self, name: &str) -> anyhow::Result<Option<Domain>> {
-        match self.conn.lookup_domain_by_name(name) {
-            Ok(d) => Ok(Some(d)),
-            Err(e) if is(&e, ErrorNumber::NoDomain) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("looking up domain {name}")),
-        }
+        optional(
+            self.conn.lookup_domain_by_name(name),
+            ErrorNumber::NoDomain,
+            || format!("looking up domain {name}"),
+        )
     }
 
     /// Our metadata on `dom`, or `None` if the domain is not one of ours.
     pub fn metadata(&self, dom: &Domain) -> anyhow::Result<Option<Metadata>> {
-        match dom.metadata(
+        let xml = dom.metadata(
             sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
             Some(METADATA_NS),
             0,
-        ) {
-            Ok(xml) => Ok(Some(domain_xml::parse_metadata(&xml)?)),
-            Err(e) if is(&e, ErrorNumber::NoDomainMetadata) => Ok(None),
-            Err(e) => Err(e).context("reading domain metadata"),
-        }
+        );
+        optional(xml, ErrorNumber::NoDomainMetadata, || {
+            "reading domain metadata".into()
+        })?
+        .map(|xml| domain_xml::parse_metadata(&xml))
+        .transpose()
     }
 
     /// Every domain that carries our metadata, sorted by VLAN.
