@@ -17,6 +17,8 @@ import time
 
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 READY_RUNS = int(os.environ.get("BENCH_READY_RUNS", "3"))
+# Every domain runs this long before its timed teardown, so all three stop qemu at the same age.
+SETTLE = 1.0
 IMAGE = os.environ.get("IMAGE", "/var/lib/mkheadnode/base/debian-12-headnode.qcow2")
 BIN = os.path.abspath(os.environ.get("BIN", "target/release/mkheadnode"))
 ROOT = "/var/lib/mkheadnode-bench"
@@ -142,6 +144,7 @@ def main():
     for i in range(RUNS):
         print(f"==> run {i + 1}/{RUNS}: single headnode", flush=True)
         r["ours"].append(timed(mk("3000")))
+        time.sleep(SETTLE)
         r["ours_td"].append(timed(mk("teardown", "3000")))
         # The floor: the same XML, volumes made by mkheadnode, defined and started by virsh.
         sh(*mk("3000", "--no-start"))
@@ -151,10 +154,12 @@ def main():
             f.write(xml)
         virsh("undefine", "headnode-3000")
         r["floor"].append(timed(("virsh", "-c", URI, "define", f"{ROOT}/floor.xml"), ("virsh", "-c", URI, "start", "headnode-3000")))
+        time.sleep(SETTLE)
         r["floor_td"].append(timed(("virsh", "-c", URI, "destroy", "headnode-3000"), ("virsh", "-c", URI, "undefine", "headnode-3000")))
         for v in ("headnode-3000.qcow2", "headnode-3000-seed.iso"):
             virsh("vol-delete", v, "--pool", POOL, check=False)
         r["vi"].append(timed(virt_install(3000, seed)))
+        time.sleep(SETTLE)
         r["vi_td"].append(timed(("virsh", "-c", URI, "destroy", "vi-3000"), ("virsh", "-c", URI, "undefine", "vi-3000", "--remove-all-storage")))
 
     print("==> bulk", flush=True)
@@ -210,7 +215,7 @@ def main():
         "",
         f"- machine: {os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, {platform.platform()}",
         f"- {ver('virsh', '--version')} (libvirt), {ver('qemu-system-x86_64', '--version')}",
-        f"- virt-install {ver('virt-install', '--version')}, mkheadnode {ver(BIN, '--version')}",
+        f"- virt-install {ver('virt-install', '--version')}, {ver(BIN, '--version')}",
         "- guests: TCG, 256 MiB, 1 vCPU, two NICs on isolated networks, a qcow2 overlay on the same",
         "  1 GiB base, the same read-only mapped 9p share and the same seed content",
         "",
@@ -220,7 +225,10 @@ def main():
         "|---|---|---|---|",
         f"| create, no waiting | {ours:.3f} | {vi:.3f} | {floor:.3f} |",
         f"| overhead above the floor | {o_over:.3f} | {vi_over:.3f} | — |",
-        f"| teardown (ours; virsh destroy+undefine+vol-delete for virt-install; destroy+undefine floor) | {otd:.3f} | {med(r['vi_td']):.3f} | {ftd:.3f} |",
+        f"| teardown of a running headnode, {SETTLE:.0f} s after its start | {otd:.3f} | {med(r['vi_td']):.3f} | {ftd:.3f} |",
+        "",
+        "Teardown: ours is `mkheadnode teardown` (domain and both volumes); virt-install's is",
+        "`virsh destroy` + `virsh undefine --remove-all-storage`; the floor `virsh destroy` + `virsh undefine`.",
         "",
         "## Bulk, one invocation (seconds)",
         "",
