@@ -122,22 +122,18 @@ fn create(
     rebuild: bool,
 ) -> anyhow::Result<()> {
     let vlans = vlan::parse_list(spec)?;
-    if let Some(m) = &args.machines {
-        // Validate before connecting or touching anything.
-        let text = std::fs::read_to_string(m).map_err(|e| {
-            failure(
-                Kind::NotFound,
-                format!("cannot read machines file {}: {e}", m.display()),
-            )
-        })?;
-        crate::machines::parse(&text, &m.display().to_string())?;
-    }
+    // Read and validated once, before connecting or touching anything.
+    let machines = args
+        .machines
+        .as_deref()
+        .map(crate::machines::load)
+        .transpose()?;
     if cli.global.dry_run {
         return dry_run(&cli.global.connect, &config, &vlans);
     }
     let session = Session::new(config, Hypervisor::connect(&cli.global.connect)?, out);
     let opts = CreateOptions {
-        machines: args.machines.clone(),
+        machines,
         no_start: args.no_start,
     };
     let started: std::sync::Mutex<Vec<Plan>> = Default::default();

@@ -4,7 +4,6 @@ per-VLAN lock that makes concurrent runs on one VLAN take turns.
 */
 
 use crate::apparmor::replace_atomically;
-use crate::error::{failure, Kind};
 use crate::machines;
 use crate::vlan::Vlan;
 use anyhow::Context;
@@ -24,29 +23,13 @@ pub struct ConfigDirOutcome {
 }
 
 /// Make `dir` (mode 0755, readable by qemu's user) with a `machines.txt`. An existing
-/// `machines.txt` is never overwritten unless `machines_src` is given, in which case that file
-/// is validated first and installed atomically.
+/// `machines.txt` is never overwritten unless `machines` (already validated, see
+/// [`machines::load`]) is given, in which case it is installed atomically.
 pub fn ensure_config_dir(
     dir: &Path,
-    machines_src: Option<&Path>,
+    machines: Option<&[machines::Machine]>,
 ) -> anyhow::Result<ConfigDirOutcome> {
     let mut outcome = ConfigDirOutcome::default();
-    // Validate before touching anything.
-    let new_machines = match machines_src {
-        Some(src) => {
-            let text = fs::read_to_string(src).map_err(|e| {
-                failure(
-                    Kind::NotFound,
-                    format!("cannot read machines file {}: {e}", src.display()),
-                )
-            })?;
-            Some(machines::render(&machines::parse(
-                &text,
-                &src.display().to_string(),
-            )?))
-        }
-        None => None,
-    };
     if !dir.is_dir() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -62,8 +45,8 @@ pub fn ensure_config_dir(
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
         outcome.created_machines = true;
     }
-    if let Some(text) = new_machines {
-        replace_atomically(&file, text.as_bytes())
+    if let Some(machines) = machines {
+        replace_atomically(&file, machines::render(machines).as_bytes())
             .with_context(|| format!("installing machines file into {}", file.display()))?;
         outcome.installed_machines = true;
     }
@@ -119,28 +102,17 @@ mod tests {
     }
 
     #[test]
-    fn installs_a_validated_machines_file() {
+    fn installs_validated_machines_over_an_existing_file() {
         let root = tempfile::tempdir().unwrap();
-        let src = root.path().join("in.txt");
-        fs::write(&src, "# rack\nAA-BB-CC-DD-EE-01 10.0.0.1\n").unwrap();
         let dir = root.path().join("7");
-        let out = ensure_config_dir(&dir, Some(&src)).unwrap();
+        ensure_config_dir(&dir, None).unwrap();
+        let machines = machines::parse("# rack\nAA-BB-CC-DD-EE-01 10.0.0.1\n", "in.txt").unwrap();
+        let out = ensure_config_dir(&dir, Some(&machines)).unwrap();
         assert!(out.installed_machines);
         assert_eq!(
             fs::read_to_string(dir.join("machines.txt")).unwrap(),
             "aa:bb:cc:dd:ee:01 10.0.0.1\n"
         );
-    }
-
-    #[test]
-    fn a_bad_machines_file_changes_nothing() {
-        let root = tempfile::tempdir().unwrap();
-        let src = root.path().join("in.txt");
-        fs::write(&src, "aa:bb:cc:dd:ee:01 10.0.0.1\nbogus\n").unwrap();
-        let dir = root.path().join("7");
-        let err = format!("{:#}", ensure_config_dir(&dir, Some(&src)).unwrap_err());
-        assert!(err.contains("line 2"), "{err}");
-        assert!(!dir.exists());
     }
 
     #[test]

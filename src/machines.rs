@@ -5,6 +5,7 @@
 use crate::error::{failure, Kind};
 use crate::mac::Mac;
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 /// One node on the VLAN: the MAC of its private NIC and its BMC's management address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,18 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Vec<Machine>> {
     Ok(machines)
 }
 
+/// Read and validate a machines file (`--machines FILE`). A file that cannot be read is a
+/// `NotFound` error naming it; a bad line is a `Usage` error naming the file and line.
+pub fn load(path: &Path) -> anyhow::Result<Vec<Machine>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        failure(
+            Kind::NotFound,
+            format!("cannot read machines file {}: {e}", path.display()),
+        )
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
 /// Render machines in the canonical file format.
 pub fn render(machines: &[Machine]) -> String {
     machines
@@ -72,6 +85,23 @@ mod tests {
             render(&m),
             "aa:bb:cc:dd:ee:01 10.0.0.1\naa:bb:cc:dd:ee:02 10.0.0.2\n"
         );
+    }
+
+    #[test]
+    fn load_reads_validates_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "# rack\nAA-BB-CC-DD-EE-01 10.0.0.1\n").unwrap();
+        assert_eq!(
+            render(&load(&path).unwrap()),
+            "aa:bb:cc:dd:ee:01 10.0.0.1\n"
+        );
+        std::fs::write(&path, "aa:bb:cc:dd:ee:01 10.0.0.1\nbogus\n").unwrap();
+        let msg = format!("{:#}", load(&path).unwrap_err());
+        assert!(msg.contains("in.txt") && msg.contains("line 2"), "{msg}");
+        let err = load(&dir.path().join("absent.txt")).unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Kind::NotFound);
+        assert!(format!("{err:#}").contains("absent.txt"));
     }
 
     #[test]

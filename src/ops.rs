@@ -20,13 +20,13 @@ use crate::vlan::Vlan;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Options of `create` (and the create half of `rebuild`).
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
-    /// Install this validated file as `machines.txt`.
-    pub machines: Option<PathBuf>,
+    /// Install these (validated) machines as `machines.txt`.
+    pub machines: Option<Vec<crate::machines::Machine>>,
     /// Define but do not start.
     pub no_start: bool,
 }
