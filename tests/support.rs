@@ -49,13 +49,21 @@ pub fn virsh(args: &[&str]) -> (i32, String, String) {
     run(Command::new("virsh").arg("-c").arg(SYSTEM_URI).args(args))
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
+/// A TCP port on 127.0.0.1 for a test server. A port the kernel picks (bind to 0) is released
+/// before the server binds it, and Linux may give it to an outgoing connection or another
+/// test's server meanwhile. So ports come from below the ephemeral range (32768 and up), each
+/// handed out once per test run, from a block of 100 chosen by the process id.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 120) as u16 * 100;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 100, "test ports {base}..{} are used up", base + 100);
+        if std::net::TcpListener::bind(("127.0.0.1", base + n)).is_ok() {
+            return base + n;
+        }
+    }
 }
 
 /// A directory that qemu's user can reach (unlike a 0700 tempdir), removed on drop.
