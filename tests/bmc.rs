@@ -57,6 +57,24 @@ impl Drop for Machine {
     }
 }
 
+/// vbmcd refuses to start while its pid file names a live process, and a daemonized vbmcd
+/// writes 0 there (the fork's return value as the daemon sees it), which always looks alive.
+/// A vbmcd that ended without cleaning up (a machine restored from a snapshot) leaves it behind.
+fn remove_stale_vbmcd_pid_file() {
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
+    let file = Path::new(&home).join(".vbmc/master.pid");
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return;
+    };
+    let pid: u32 = text.trim().parse().unwrap_or(0);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if pid == 0 || !String::from_utf8_lossy(&cmdline).contains("vbmcd") {
+        std::fs::remove_file(&file).unwrap();
+    }
+}
+
 /// virtualbmc serving `machine` on 127.0.0.1:`port`; deleted on drop.
 struct Vbmc {
     name: String,
@@ -65,6 +83,7 @@ struct Vbmc {
 impl Vbmc {
     fn new(machine: &Machine, port: u16, password: &str) -> Vbmc {
         if run(Command::new("vbmc").arg("list")).0 != 0 {
+            remove_stale_vbmcd_pid_file();
             assert_eq!(run(&mut Command::new("vbmcd")).0, 0, "vbmcd did not start");
             let deadline = Instant::now() + Duration::from_secs(20);
             while run(Command::new("vbmc").arg("list")).0 != 0 {
