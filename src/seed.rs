@@ -18,6 +18,7 @@ use std::sync::Arc;
 const USER_DATA: &str = include_str!("../cloud-init/user-data.yaml");
 const DHCPD_CONF: &str = include_str!("../cloud-init/files/dhcpd.conf");
 const ISC_DHCP_SERVER: &str = include_str!("../cloud-init/files/isc-dhcp-server");
+const DHCPD_UNIT: &str = include_str!("../cloud-init/files/dhcpd-unit.conf");
 const TFTPD_HPA: &str = include_str!("../cloud-init/files/tftpd-hpa");
 const PXELINUX_DEFAULT: &str = include_str!("../cloud-init/files/pxelinux-default");
 const NGINX_SITE: &str = include_str!("../cloud-init/files/nginx-site.conf");
@@ -114,6 +115,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
     Ok(vec![
         ("dhcpd_conf", dhcpd_conf(plan)?),
         ("isc_dhcp_server", ISC_DHCP_SERVER.to_string()),
+        ("dhcpd_unit", DHCPD_UNIT.to_string()),
         (
             "tftpd_hpa",
             render_text(TFTPD_HPA, "files/tftpd-hpa", &addr)?,
@@ -168,7 +170,8 @@ pub const SETUP_DONE: &str = "mkheadnode-setup: done";
 /// The start of the line it prints when a step failed.
 pub const SETUP_FAILED: &str = "mkheadnode-setup: FAILED";
 
-/// The line the guest prints on its console when cloud-init has finished.
+/// The line the guest prints on its console when cloud-init has finished (its final stage waits
+/// for the set-up, so this without [`SETUP_DONE`] means the set-up never finished).
 pub fn ready_marker(plan: &Plan) -> String {
     format!("mkheadnode: {} ready", plan.hostname)
 }

@@ -1,7 +1,7 @@
 /*!
-Waiting for headnodes to be ready: the guest prints a marker line on its serial console when
-cloud-init has finished, and libvirt logs that console to a file on the hypervisor. The phase
-shown on the progress line comes from what the log has reached so far.
+Waiting for headnodes to be ready: the guest's set-up unit prints a line on the serial console
+once the PXE stack serves (or a step failed), and libvirt logs that console to a file on the
+hypervisor. The phase shown on the progress line comes from what the log has reached so far.
 */
 
 use crate::error::{failure, Kind};
@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 pub fn phase(log: &str, marker: &str) -> &'static str {
     if log.contains(SETUP_FAILED) {
         "failed"
-    } else if log.contains(marker) && log.contains(SETUP_DONE) {
+    } else if log.contains(SETUP_DONE) {
         "ready"
     } else if log.contains(marker) {
+        // cloud-init's final stage waits for the set-up, so it has ended without finishing.
         "failed"
-    } else if log.contains(SETUP_DONE) {
-        "cloud-init finishing"
+    } else if log.contains("mkheadnode-setup: ") {
+        "setting up the PXE stack"
     } else if log.contains("Cloud-init v.") || log.contains("cloud-init[") {
         "cloud-init configuring"
     } else if log.contains("Linux version") {
@@ -176,10 +177,18 @@ mod tests {
             ),
             "cloud-init configuring"
         );
+        assert_eq!(
+            phase(
+                "Cloud-init v. 22.4.2\nmkheadnode-setup: loading the firewall",
+                m
+            ),
+            "setting up the PXE stack"
+        );
         let done = "mkheadnode-setup: done\n";
         let ready = format!("{done}... mkheadnode: headnode-4 ready after 61.2 s");
         assert_eq!(phase(&ready, m), "ready");
-        assert_eq!(phase(done, m), "cloud-init finishing");
+        // The stack serves from here on, whatever cloud-init still does beside it.
+        assert_eq!(phase(done, m), "ready");
         // cloud-init prints its final message even when the set-up failed: that is no success.
         assert_eq!(
             phase("mkheadnode: headnode-4 ready after 61.2 s", m),

@@ -96,6 +96,62 @@ fn dhcpd_really_starts_on_an_eth0_with_both_subnets() {
     assert!(log.contains("Listening on LPF/eth0"), "{log}");
 }
 
+/// Kills a daemon, found by its pid file, when dropped.
+struct Daemon(PathBuf);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[test]
+fn the_dhcpd_drop_in_forks_only_once_dhcpd_serves() {
+    // The guest's isc-dhcp-server.service runs the drop-in's ExecStart as Type=forking: the
+    // command must return 0 with the daemon running and named in the unit's PIDFile.
+    let files: std::collections::BTreeMap<_, _> =
+        seed::guest_files(&plan()).unwrap().into_iter().collect();
+    let unit = &files["dhcpd_unit"];
+    for want in ["Type=forking", "PIDFile=/run/dhcpd.pid", "\nExecStart=\n"] {
+        assert!(unit.contains(want), "the drop-in lacks {want:?}:\n{unit}");
+    }
+    let exec = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .find(|l| !l.is_empty())
+        .expect("an ExecStart with a command");
+    let interfaces = files["isc_dhcp_server"]
+        .lines()
+        .find_map(|l| l.strip_prefix("INTERFACESv4="))
+        .expect("INTERFACESv4")
+        .trim_matches('"');
+    let ns = Netns::new("dhcpd-unit");
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, pid, leases) = (
+        dir.path().join("dhcpd.conf"),
+        dir.path().join("dhcpd.pid"),
+        dir.path().join("dhcpd.leases"),
+    );
+    std::fs::write(&conf, seed::dhcpd_conf(&plan()).unwrap()).unwrap();
+    std::fs::write(&leases, "").unwrap();
+    let command = exec
+        .replace("$INTERFACESv4", interfaces)
+        .replace("/etc/dhcp/dhcpd.conf", &conf.display().to_string())
+        .replace("/run/dhcpd.pid", &pid.display().to_string());
+    let _daemon = Daemon(pid.clone());
+    let (code, out, err) = run(Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .args(command.split_whitespace())
+        .arg("-lf")
+        .arg(&leases));
+    assert_eq!(code, 0, "{command}: {out}{err}");
+    let daemon = std::fs::read_to_string(&pid).expect("dhcpd wrote no pid file");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", daemon.trim())).unwrap_or_default();
+    assert_eq!(comm.trim(), "dhcpd", "pid file names {daemon:?}");
+}
+
 #[test]
 fn rendered_files_keep_the_recipes_values() {
     let p = plan();

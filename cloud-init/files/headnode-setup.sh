@@ -1,11 +1,48 @@
 #!/bin/sh
-# Written by mkheadnode: first-boot set-up of the PXE stack, run by cloud-init once the
-# configuration files are in place. Every step is safe to run again.
+# Written by mkheadnode: first-boot set-up of the PXE stack.
+#
+# cloud-init starts it from bootcmd as the transient unit mkheadnode-setup.service, ordered after
+# its init stage (which writes the files this uses), so it runs beside cloud-init's config and
+# final stages instead of after them. Its output goes to the serial console, where the host's
+# `mkheadnode --wait` reads it. In the final stage, `mkheadnode-setup --report` waits for the unit
+# and hands its outcome to `cloud-init status`. Run by hand, it sets up again: every step is
+# safe to repeat.
 set -eu
 say() { echo "mkheadnode-setup: $*"; }
+unit=mkheadnode-setup.service
+
+# Wait while a unit runs or is queued to run.
+settle() {
+    while :; do
+        case "$(systemctl show -P ActiveState "$1")" in
+            activating | deactivating | reloading) ;;
+            inactive) [ -n "$(systemctl show -P Job "$1")" ] || return 0 ;;
+            *) return 0 ;;
+        esac
+        sleep 1
+    done
+}
+
+if [ "${1:-}" = --report ]; then
+    settle "$unit"
+    case "$(systemctl show -P ActiveState "$unit")" in
+        active) exit 0 ;;
+        failed) exit 1 ;; # the unit has said why on the console
+        *)
+            say "FAILED (never started) while launching $unit (see: journalctl -b -u cloud-init)"
+            exit 1
+            ;;
+    esac
+fi
+
 step="starting"
-# The host's `mkheadnode --wait` reads these lines on the serial console.
-trap 'rc=$?; [ $rc -eq 0 ] || say "FAILED (exit $rc) while $step" | tee /dev/console' EXIT
+made_policy=""
+finish() {
+    rc=$?
+    [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ $rc -eq 0 ] || say "FAILED (exit $rc) while $step"
+}
+trap finish EXIT
 
 # Install only what the image lacks, so an image with the stack pre-installed needs no network.
 missing=""
@@ -24,48 +61,73 @@ need /usr/sbin/iptables-restore iptables
 need /usr/sbin/netfilter-persistent iptables-persistent
 step="installing packages"
 if [ -n "$missing" ]; then
+    # cloud-init's config stage owns apt's sources and debconf until it is done.
+    settle cloud-config.service
     say "installing:$missing"
+    # Packages must not start their daemons with the packaged configuration (nginx's default
+    # site on every address) before the seed's configuration and the firewall are in place.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        made_policy=yes
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+    [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+    made_policy=""
 else
     say "all packages already installed; nothing downloaded"
 fi
 
+units="isc-dhcp-server tftpd-hpa fcgiwrap.socket nginx"
+step="enabling the config share and $units"; say "$step"
+rm -f /etc/nginx/sites-enabled/default
+ln -sf /etc/nginx/sites-available/mkheadnode /etc/nginx/sites-enabled/mkheadnode
+# Every unmask or enable reloads systemd (~1.7 s under emulation) unless told not to; one
+# daemon-reload covers them all, and runs while the steps below that need no systemd do.
+# Images made for mkheadnode ship the services masked, so that nothing serves before now.
+systemctl --no-reload unmask -q $units fcgiwrap.service
+systemctl --no-reload enable -q etc-moc.mount mkheadnode-profiles.service
+# Enabling an LSB-backed unit again costs seconds (update-rc.d); the packages did it already.
+if systemctl is-enabled $units netfilter-persistent 2>/dev/null | grep -qvx enabled; then
+    for u in $units netfilter-persistent; do
+        systemctl is-enabled -q "$u" 2>/dev/null || systemctl --no-reload enable -q "$u"
+    done
+fi
+systemctl daemon-reload &
+reload=$!
+
 step="filling /var/lib/tftpboot"; say "$step"
-install -d -m 0755 /var/lib/tftpboot
-install -m 0644 /usr/lib/PXELINUX/pxelinux.0 /var/lib/tftpboot/
+modules=""
 for f in ldlinux.c32 menu.c32 chain.c32 mboot.c32 libutil.c32 libcom32.c32; do
-    install -m 0644 "/usr/lib/syslinux/modules/bios/$f" /var/lib/tftpboot/
+    modules="$modules /usr/lib/syslinux/modules/bios/$f"
 done
-install -m 0644 /usr/lib/syslinux/memdisk /var/lib/tftpboot/
+install -d -m 0755 /var/lib/tftpboot
+install -m 0644 /usr/lib/PXELINUX/pxelinux.0 $modules /usr/lib/syslinux/memdisk /var/lib/tftpboot/
 # The web server may remove links in pxelinux.cfg, and write nowhere else.
 install -d -o root -g www-data -m 0775 /var/lib/tftpboot/pxelinux.cfg
 install -m 0644 /usr/local/share/mkheadnode/pxelinux-default /var/lib/tftpboot/pxelinux.cfg/default
 
-step="mounting the config share"; say "$step"
-systemctl daemon-reload
-systemctl enable etc-moc.mount mkheadnode-profiles.service
-systemctl start etc-moc.mount || say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
-systemctl start mkheadnode-profiles.service || true
-
 step="loading the firewall"; say "$step"
 iptables-restore < /etc/iptables/rules.v4
 ip6tables-restore < /etc/iptables/rules.v6
-# The package enables it; enabling an LSB-backed unit again costs seconds (update-rc.d).
-systemctl is-enabled -q netfilter-persistent 2>/dev/null || systemctl enable -q netfilter-persistent
 
-step="starting dhcpd, tftpd, fcgiwrap and nginx"; say "$step"
-rm -f /etc/nginx/sites-enabled/default
-ln -sf /etc/nginx/sites-available/mkheadnode /etc/nginx/sites-enabled/mkheadnode
-units="isc-dhcp-server tftpd-hpa fcgiwrap.socket nginx"
-# Images made for mkheadnode ship these masked, so that nothing serves before now.
-step="unmasking $units"
-systemctl unmask -q $units fcgiwrap.service
-for unit in $units; do
-    step="enabling $unit"
-    systemctl is-enabled -q "$unit" 2>/dev/null || systemctl enable -q "$unit"
-done
+step="reloading systemd"
+wait "$reload"
+
+step="starting $units"; say "$step"
+# Queued first and waited for below, so the share mounts while the services start.
+systemctl start --no-block etc-moc.mount mkheadnode-profiles.service
 # One call, so systemd starts them in parallel.
-step="starting $units"
 systemctl restart $units
-say "done" | tee /dev/console
+
+step="publishing install profiles"
+systemctl start etc-moc.mount mkheadnode-profiles.service ||
+    say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
+say "done"
+
+# cloud-init made the quick host key types before sshd started; the RSA one takes seconds
+# under emulation and is made here, once the PXE stack serves.
+step="making the missing ssh host keys"
+ssh-keygen -A
+systemctl try-reload-or-restart ssh.service
