@@ -19,6 +19,8 @@ RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 READY_RUNS = int(os.environ.get("BENCH_READY_RUNS", "3"))
 # Every domain runs this long before its timed teardown, so all three stop qemu at the same age.
 SETTLE = 1.0
+# The VLAN of the headnodes booted for real (ready time).
+READY_VLAN = 3999
 IMAGE = os.environ.get("IMAGE", "/var/lib/mkheadnode/base/debian-12-headnode.qcow2")
 BIN = os.path.abspath(os.environ.get("BIN", "target/release/mkheadnode"))
 ROOT = "/var/lib/mkheadnode-bench"
@@ -85,10 +87,13 @@ def setup():
     os.chmod(f"{ROOT}/base.qcow2", 0o644)
     with open(f"{ROOT}/libvirt-qemu", "w") as f:
         f.write("  /usr/share/qemu/** r,\n")
-    # Both isolated; the public one hands out addresses, as the guest's eth1 waits for one.
+    # Both isolated; the public one hands out addresses, as the guest's eth1 waits for one. The
+    # booted headnode's address is reserved, as an operator's DHCP server would have it: for an
+    # address it hands out for the first time, dnsmasq first pings it and waits 3 s.
     nets = {
         VNET: "",
-        PNET: "<ip address='172.31.253.1' prefix='24'><dhcp><range start='172.31.253.100' end='172.31.253.200'/></dhcp></ip>",
+        PNET: "<ip address='172.31.253.1' prefix='24'><dhcp><range start='172.31.253.100' end='172.31.253.200'/>"
+        f"<host mac='{mac(READY_VLAN, True)}' ip='172.31.253.10'/></dhcp></ip>",
     }
     for n, ip in nets.items():
         with open(f"{ROOT}/{n}.xml", "w") as f:
@@ -194,10 +199,10 @@ def main():
     boot_flags[boot_flags.index("--vcpus") + 1] = "2"
     for i in range(READY_RUNS):
         t = time.perf_counter()
-        sh(BIN, "3999", "--wait", "--timeout", "600", *boot_flags)
+        sh(BIN, str(READY_VLAN), "--wait", "--timeout", "600", *boot_flags)
         ready.append(time.perf_counter() - t)
-        booted_disk.append(sum(os.stat(f"{ROOT}/pool/{v}").st_blocks * 512 for v in ("headnode-3999.qcow2", "headnode-3999-seed.iso")))
-        sh(BIN, "teardown", "3999", *boot_flags)
+        booted_disk.append(sum(os.stat(f"{ROOT}/pool/{v}").st_blocks * 512 for v in (f"headnode-{READY_VLAN}.qcow2", f"headnode-{READY_VLAN}-seed.iso")))
+        sh(BIN, "teardown", str(READY_VLAN), *boot_flags)
         print(f"    boot {i + 1}: ready after {ready[-1]:.1f} s", flush=True)
     cleanup()
 
