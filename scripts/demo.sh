@@ -25,12 +25,11 @@ net mkheadnode-public "<network><name>mkheadnode-public</name><bridge stp='off'/
 
 mac=$("$BIN" status "$VLAN" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["public_mac"])')
 ip=$(virsh -q net-dhcp-leases mkheadnode-public | awk -v m="$mac" '$3 == m { sub("/.*", "", $5); print $5 }' | tail -1)
-cat <<MSG
-
-headnode-$VLAN is up. From here:
-  virsh console headnode-$VLAN                  # serial console (Ctrl-] leaves)
-  ssh debian@${ip:-<its public address>}        # public side, default user (add a key: --ssh-key or ssh_authorized_keys)
-  mkheadnode status $VLAN
-Its config share is /var/lib/headnode-config/$VLAN (machines.txt, profiles/, bmc.conf).
-Remove it with: $BIN teardown $VLAN --purge
-MSG
+echo
+echo "headnode-$VLAN is up. From here:"
+hint() { printf '  %-40s # %s\n' "$1" "$2"; }
+hint "virsh console headnode-$VLAN" "serial console (Ctrl-] leaves)"
+hint "ssh debian@${ip:-<its public address>}" "public side, default user (add a key: --ssh-key or ssh_authorized_keys)"
+hint "$BIN status $VLAN" "what libvirt and the tool know of it"
+echo "Its config share is /var/lib/headnode-config/$VLAN (machines.txt, profiles/, bmc.conf)."
+echo "Remove it with: $BIN teardown $VLAN --purge"

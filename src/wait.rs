@@ -54,7 +54,13 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
             match phase(&log, &ready_marker(p)) {
                 "ready" => {
                     let secs = start.elapsed().as_secs_f64();
-                    bar.println(format!("VLAN {}: ready after {secs:.0} s", p.vlan));
+                    let line = format!("VLAN {}: ready after {secs:.0} s", p.vlan);
+                    // A spinner is only drawn on a terminal; a log still gets the line.
+                    if show_progress && bar.is_hidden() {
+                        eprintln!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
                     false
                 }
                 "failed" => {
