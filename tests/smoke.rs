@@ -8,6 +8,7 @@
 //! removed at the end, also when a step fails.
 
 use crate::support::{mkheadnode, run, virsh};
+use mkheadnode::seed;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -49,28 +50,31 @@ fn b64decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// Run a shell command inside the headnode through the guest agent.
-fn guest(cmd: &str) -> (i64, String) {
-    let agent = |req: serde_json::Value| -> serde_json::Value {
+/// Run a shell command inside the headnode through the guest agent; Err while the agent does
+/// not answer (the guest still booting).
+fn try_guest(cmd: &str) -> Result<(i64, String), String> {
+    let agent = |req: serde_json::Value| -> Result<serde_json::Value, String> {
         let (code, out, err) = virsh(&["qemu-agent-command", HEADNODE, &req.to_string()]);
-        assert_eq!(code, 0, "guest agent: {err}");
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()["return"].clone()
+        if code != 0 {
+            return Err(format!("guest agent: {err}"));
+        }
+        Ok(serde_json::from_str::<serde_json::Value>(&out).unwrap()["return"].clone())
     };
     let pid = agent(serde_json::json!({"execute": "guest-exec", "arguments": {
-        "path": "/bin/sh", "arg": ["-c", cmd], "capture-output": true}}))["pid"]
+        "path": "/bin/sh", "arg": ["-c", cmd], "capture-output": true}}))?["pid"]
         .as_i64()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st =
-            agent(serde_json::json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}));
+            agent(serde_json::json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}))?;
         if st["exited"].as_bool() == Some(true) {
             let mut out = b64decode(st["out-data"].as_str().unwrap_or(""));
             out.extend(b64decode(st["err-data"].as_str().unwrap_or("")));
-            return (
+            return Ok((
                 st["exitcode"].as_i64().unwrap_or(-1),
                 String::from_utf8_lossy(&out).into_owned(),
-            );
+            ));
         }
         assert!(
             Instant::now() < deadline,
@@ -78,6 +82,11 @@ fn guest(cmd: &str) -> (i64, String) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Run a shell command inside the running headnode through the guest agent.
+fn guest(cmd: &str) -> (i64, String) {
+    try_guest(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -306,16 +315,75 @@ impl Smoke {
         assert_eq!(sh("vbmc", &["start", NODE]).0, 0, "vbmc start");
     }
 
+    /// The headnode's share, services and files, checked from inside through the guest agent;
+    /// `when` is added to the name of a failed step.
+    fn check_headnode(&self, when: &str) {
+        let checks: [(&str, &str, &str); 7] = [
+            (
+                "share mounted read-only",
+                "findmnt -n -o FSTYPE,OPTIONS /etc/moc",
+                "9p ro,",
+            ),
+            (
+                "machines.txt readable",
+                "cat /etc/moc/machines.txt",
+                NODE_MAC,
+            ),
+            (
+                "dhcpd's packet socket on eth0",
+                "ss -0p | grep dhcpd",
+                "*:eth0",
+            ),
+            (
+                "services up",
+                "systemctl is-active isc-dhcp-server tftpd-hpa nginx fcgiwrap.socket | sort -u",
+                "active",
+            ),
+            (
+                "nginx on the private address",
+                "ss -ltnp | grep nginx",
+                "192.168.10.254:80",
+            ),
+            ("profile published", "ls /var/lib/tftpboot/smoke", "vmlinuz"),
+            (
+                "default boots the disk",
+                "cat /var/lib/tftpboot/pxelinux.cfg/default",
+                "LOCALBOOT 0",
+            ),
+        ];
+        for (step, cmd, want) in checks {
+            let (code, out) = guest(cmd);
+            let squashed = out.split_whitespace().collect::<Vec<_>>().join(" ");
+            if code != 0 || !squashed.contains(want) {
+                self.fail(
+                    &format!("{step}{when}"),
+                    &format!("`{cmd}` gave exit {code}:\n{out}"),
+                    &self.headnode_log(),
+                );
+            }
+        }
+    }
+
     fn wait_for(&self, step: &str, log: &Path, needle: &str, timeout: Duration) {
+        self.wait_for_nth(step, log, needle, 1, timeout);
+    }
+
+    /// Wait until `needle` appears `n` times in `log`.
+    fn wait_for_nth(&self, step: &str, log: &Path, needle: &str, n: usize, timeout: Duration) {
         let start = Instant::now();
         loop {
-            if String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).contains(needle) {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+            if text.matches(needle).count() >= n {
                 return;
             }
             if start.elapsed() > timeout {
                 self.fail(
                     step,
-                    &format!("`{needle}` did not appear within {} s", timeout.as_secs()),
+                    &format!(
+                        "`{needle}` did not appear {n} time(s) within {} s",
+                        timeout.as_secs()
+                    ),
                     log,
                 );
             }
@@ -396,50 +464,7 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     s.time("create + boot to ready (mkheadnode --wait)", t);
 
     // 2. Inside the headnode.
-    let checks: [(&str, &str, &str); 7] = [
-        (
-            "share mounted read-only",
-            "findmnt -n -o FSTYPE,OPTIONS /etc/moc",
-            "9p ro,",
-        ),
-        (
-            "machines.txt readable",
-            "cat /etc/moc/machines.txt",
-            NODE_MAC,
-        ),
-        (
-            "dhcpd's packet socket on eth0",
-            "ss -0p | grep dhcpd",
-            "*:eth0",
-        ),
-        (
-            "services up",
-            "systemctl is-active isc-dhcp-server tftpd-hpa nginx fcgiwrap.socket | sort -u",
-            "active",
-        ),
-        (
-            "nginx on the private address",
-            "ss -ltnp | grep nginx",
-            "192.168.10.254:80",
-        ),
-        ("profile published", "ls /var/lib/tftpboot/smoke", "vmlinuz"),
-        (
-            "default boots the disk",
-            "cat /var/lib/tftpboot/pxelinux.cfg/default",
-            "LOCALBOOT 0",
-        ),
-    ];
-    for (step, cmd, want) in checks {
-        let (code, out) = guest(cmd);
-        let squashed = out.split_whitespace().collect::<Vec<_>>().join(" ");
-        if code != 0 || !squashed.contains(want) {
-            s.fail(
-                step,
-                &format!("`{cmd}` gave exit {code}:\n{out}"),
-                &s.headnode_log(),
-            );
-        }
-    }
+    s.check_headnode("");
     let (_, sockets) = guest("ss -0p | grep dhcpd");
     assert!(
         !sockets.contains("eth1"),
@@ -560,10 +585,36 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     }
     s.time("node power-on -> second boot falls to local disk", t);
 
+    // 5. A reboot sets nothing up again: the share mounts and the stack serves by itself.
+    let t = Instant::now();
+    let (code, _, err) = virsh(&["reboot", HEADNODE, "--mode", "agent"]);
+    assert_eq!(code, 0, "reboot: {err}");
+    // One qemu across the guest's reboot, so one console log: wait for the second kernel.
+    let log = s.headnode_log();
+    s.wait_for_nth("reboot", &log, "Linux version", 2, Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        // Blocks until the boot is over: "running", or "degraded" if a unit failed.
+        match try_guest("systemctl is-system-running --wait") {
+            Ok((_, state)) if state.trim() == "running" => break,
+            Ok((_, state)) => s.fail("reboot", &format!("the system is {}", state.trim()), &log),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(1)),
+            Err(e) => s.fail("reboot", &format!("no guest agent after 300 s: {e}"), &log),
+        }
+    }
+    s.time("headnode reboot -> booted again", t);
+    s.check_headnode(" (after a reboot)");
+    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert_eq!(
+        console.matches(seed::SETUP_DONE).count(),
+        1,
+        "the set-up ran again at the reboot"
+    );
+
     // The consoles as they are now; the rebuild below starts a fresh headnode log.
     s.keep_artifacts();
 
-    // 5. Rebuild (same MACs), then tear down with --purge.
+    // 6. Rebuild (same MACs), then tear down with --purge.
     let before: serde_json::Value =
         serde_json::from_str(&s.mk(&["status", &VLAN.to_string(), "--json"]).1).unwrap();
     let t = Instant::now();
