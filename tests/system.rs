@@ -19,6 +19,8 @@ struct Sandbox {
     vlan_network: String,
     /// Headnodes to remove on drop besides those of `vlans` (which also get networks).
     extra_domains: Vec<u16>,
+    /// Linux bridges (`--vlan-bridge` pattern, `--public-bridge`) instead of the networks.
+    bridges: Option<(String, String)>,
 }
 
 impl Sandbox {
@@ -33,6 +35,7 @@ impl Sandbox {
             memory_mib: 256,
             vlan_network: "mkt-v{vlan}".into(),
             extra_domains: Vec::new(),
+            bridges: None,
         };
         sb.cleanup_libvirt();
         let (code, _, err) = run(Command::new("qemu-img")
@@ -87,12 +90,15 @@ impl Sandbox {
         c.arg("--apparmor-abstraction").arg(self.aa());
         c.arg("--lock-dir").arg(self.path("lock"));
         c.arg("--log-dir").arg(&self.log_dir);
-        c.args([
-            "--vlan-network",
-            &self.vlan_network,
-            "--public-network",
-            &self.public_net(),
-        ]);
+        match &self.bridges {
+            Some((vlan, public)) => c.args(["--vlan-bridge", vlan, "--public-bridge", public]),
+            None => c.args([
+                "--vlan-network",
+                &self.vlan_network,
+                "--public-network",
+                &self.public_net(),
+            ]),
+        };
         c
     }
 
@@ -547,4 +553,78 @@ fn a_hundred_vlans_round_trip_in_parallel_without_hanging() {
     drop(sb);
     virsh(&["net-destroy", net]);
     virsh(&["net-undefine", net]);
+}
+
+/// A Linux bridge made for a test; deleted on drop.
+struct Bridge(String);
+
+impl Bridge {
+    fn new(name: &str) -> Bridge {
+        let _ = run(Command::new("ip").args(["link", "del", name]));
+        let (code, _, err) = run(Command::new("ip").args(["link", "add", name, "type", "bridge"]));
+        assert_eq!(code, 0, "ip link add {name}: {err}");
+        let (code, _, err) = run(Command::new("ip").args(["link", "set", name, "up"]));
+        assert_eq!(code, 0, "ip link set {name} up: {err}");
+        Bridge(name.to_string())
+    }
+
+    /// The interfaces enslaved to this bridge.
+    fn ports(&self) -> Vec<String> {
+        let (_, out, _) = run(Command::new("ip").args(["-o", "link", "show", "master", &self.0]));
+        out.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    fn exists(&self) -> bool {
+        run(Command::new("ip").args(["link", "show", &self.0])).0 == 0
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = run(Command::new("ip").args(["link", "del", &self.0]));
+    }
+}
+
+#[test]
+fn linux_bridges_are_attached_for_real_and_left_alone_at_teardown() {
+    // An operator whose VLANs are already bridged on the host (br<vlan> over a VLAN
+    // sub-interface) points mkheadnode at the bridges instead of libvirt networks.
+    let mut sb = Sandbox::new("bridge", &[4016]);
+    let (vlan_br, public_br) = (Bridge::new("mkt-br4016"), Bridge::new("mkt-brpub"));
+    sb.bridges = Some(("mkt-br{vlan}".into(), public_br.0.clone()));
+    let (code, _, err) = sb.mk(&["4016"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(virsh(&["domstate", "headnode-4016"]).1.trim(), "running");
+
+    // virsh domiflist: Interface Type Source Model MAC, one row per NIC.
+    let (_, list, _) = virsh(&["domiflist", "headnode-4016"]);
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|r| r.len() == 5)
+        .collect();
+    let nic = |bridge: &str| {
+        rows.iter()
+            .find(|r| r[1] == "bridge" && r[2] == bridge)
+            .unwrap_or_else(|| panic!("no NIC on {bridge}:\n{list}"))
+            .clone()
+    };
+    let (private, public) = (nic(&vlan_br.0), nic(&public_br.0));
+    assert_eq!(private[4], "52:54:00:4d:0f:b0");
+    assert_eq!(public[4], "52:54:00:4d:1f:b0");
+    // The taps really are ports of those bridges.
+    assert_eq!(vlan_br.ports(), vec![private[0].to_string()]);
+    assert_eq!(public_br.ports(), vec![public[0].to_string()]);
+
+    let (code, _, err) = sb.mk(&["teardown", "4016"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(vlan_br.ports().is_empty() && public_br.ports().is_empty());
+    assert!(
+        vlan_br.exists() && public_br.exists(),
+        "teardown removed a bridge it did not make"
+    );
 }
