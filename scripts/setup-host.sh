@@ -20,6 +20,8 @@ PACKAGES=(
   python3 curl util-linux procps iproute2 time
   # reaps qemu promptly where no init system runs libvirtd
   tini
+  # the Open vSwitch attachment's test
+  openvswitch-switch
   # benchmarks: the alternative operators use today
   virtinst
 )
@@ -70,6 +72,18 @@ if ! pgrep -x virtlogd >/dev/null; then log "starting virtlogd"; virtlogd -d; fi
 if ! pgrep -x libvirtd >/dev/null; then
   log "starting libvirtd (under tini, which reaps its qemu processes)"
   setsid tini -s -- libvirtd </dev/null >/dev/null 2>&1 &
+fi
+# Open vSwitch for the OVS attachment's test. Its bridges there use OVS's userspace datapath,
+# which needs no kernel module (containers often have none).
+if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+  log "starting Open vSwitch"
+  mkdir -p /var/run/openvswitch /var/log/openvswitch
+  [ -f /etc/openvswitch/conf.db ] ||
+    ovsdb-tool create /etc/openvswitch/conf.db /usr/share/openvswitch/vswitch.ovsschema
+  ovsdb-server --remote=punix:/var/run/openvswitch/db.sock --pidfile --detach --log-file -vconsole:off \
+    /etc/openvswitch/conf.db
+  ovs-vsctl --no-wait init
+  ovs-vswitchd --pidfile --detach --log-file -vconsole:off
 fi
 for _ in $(seq 1 50); do
   virsh -c qemu:///system version >/dev/null 2>&1 && break

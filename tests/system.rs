@@ -19,8 +19,9 @@ struct Sandbox {
     vlan_network: String,
     /// Headnodes to remove on drop besides those of `vlans` (which also get networks).
     extra_domains: Vec<u16>,
-    /// Linux bridges (`--vlan-bridge` pattern, `--public-bridge`) instead of the networks.
-    bridges: Option<(String, String)>,
+    /// Bridges instead of the networks: (`--vlan-bridge` or `--vlan-ovs-bridge`, its value,
+    /// `--public-bridge`).
+    bridges: Option<(&'static str, String, String)>,
 }
 
 impl Sandbox {
@@ -91,7 +92,7 @@ impl Sandbox {
         c.arg("--lock-dir").arg(self.path("lock"));
         c.arg("--log-dir").arg(&self.log_dir);
         match &self.bridges {
-            Some((vlan, public)) => c.args(["--vlan-bridge", vlan, "--public-bridge", public]),
+            Some((flag, vlan, public)) => c.args([flag, vlan.as_str(), "--public-bridge", public]),
             None => c.args([
                 "--vlan-network",
                 &self.vlan_network,
@@ -594,7 +595,7 @@ fn linux_bridges_are_attached_for_real_and_left_alone_at_teardown() {
     // sub-interface) points mkheadnode at the bridges instead of libvirt networks.
     let mut sb = Sandbox::new("bridge", &[4016]);
     let (vlan_br, public_br) = (Bridge::new("mkt-br4016"), Bridge::new("mkt-brpub"));
-    sb.bridges = Some(("mkt-br{vlan}".into(), public_br.0.clone()));
+    sb.bridges = Some(("--vlan-bridge", "mkt-br{vlan}".into(), public_br.0.clone()));
     let (code, _, err) = sb.mk(&["4016"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(virsh(&["domstate", "headnode-4016"]).1.trim(), "running");
@@ -626,5 +627,83 @@ fn linux_bridges_are_attached_for_real_and_left_alone_at_teardown() {
     assert!(
         vlan_br.exists() && public_br.exists(),
         "teardown removed a bridge it did not make"
+    );
+}
+
+fn ovs_vsctl(args: &[&str]) -> (i32, String, String) {
+    run(Command::new("ovs-vsctl").arg("--timeout=10").args(args))
+}
+
+/// An Open vSwitch bridge made for a test (userspace datapath: it needs no kernel module);
+/// deleted on drop.
+struct OvsBridge(String);
+
+impl OvsBridge {
+    fn new(name: &str) -> OvsBridge {
+        let (code, _, err) = ovs_vsctl(&["show"]);
+        assert_eq!(
+            code, 0,
+            "Open vSwitch is not running ({err}): scripts/setup-host.sh starts it"
+        );
+        let (code, _, err) = ovs_vsctl(&[
+            "--may-exist",
+            "add-br",
+            name,
+            "--",
+            "set",
+            "bridge",
+            name,
+            "datapath_type=netdev",
+        ]);
+        assert_eq!(code, 0, "add-br {name}: {err}");
+        OvsBridge(name.to_string())
+    }
+
+    /// (port, VLAN tag) of every port but the bridge's own.
+    fn ports(&self) -> Vec<(String, String)> {
+        let (_, out, _) = ovs_vsctl(&["list-ports", &self.0]);
+        out.lines()
+            .map(|p| {
+                (
+                    p.to_string(),
+                    ovs_vsctl(&["get", "Port", p, "tag"]).1.trim().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for OvsBridge {
+    fn drop(&mut self) {
+        let _ = ovs_vsctl(&["--if-exists", "del-br", &self.0]);
+    }
+}
+
+#[test]
+fn open_vswitch_ports_carry_the_vlan_tag() {
+    // The usual bare-metal layout: one OVS bridge on the trunk, each headnode's VLAN-side NIC an
+    // access port tagged with its VLAN.
+    let mut sb = Sandbox::new("ovs", &[4017]);
+    let (trunk, public_br) = (OvsBridge::new("mkt-ovs"), Bridge::new("mkt-brpub2"));
+    sb.bridges = Some(("--vlan-ovs-bridge", trunk.0.clone(), public_br.0.clone()));
+    let (code, _, err) = sb.mk(&["4017"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(virsh(&["domstate", "headnode-4017"]).1.trim(), "running");
+
+    let ports = trunk.ports();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    let (tap, tag) = &ports[0];
+    assert_eq!(tag, "4017", "port {tap} is not tagged with the VLAN");
+    let (_, mac, _) = ovs_vsctl(&["get", "Interface", tap, "external_ids:attached-mac"]);
+    assert_eq!(mac.trim().trim_matches('"'), "52:54:00:4d:0f:b1");
+    assert_eq!(public_br.ports().len(), 1);
+
+    let (code, _, err) = sb.mk(&["teardown", "4017"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(trunk.ports().is_empty(), "the port outlived its headnode");
+    assert_eq!(
+        ovs_vsctl(&["br-exists", &trunk.0]).0,
+        0,
+        "teardown removed the bridge"
     );
 }
