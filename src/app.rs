@@ -5,7 +5,7 @@ Running a parsed command line: load settings, connect, dispatch, and sum up bulk
 use crate::cli::{Cli, Command, CreateArgs};
 use crate::config::Config;
 use crate::error::{failure, kind_of, Kind};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{uri_is_local, Hypervisor};
 use crate::ops::{CreateOptions, Created, Session};
 use crate::plan::Plan;
 use crate::report::{Reporter, Verbosity};
@@ -63,6 +63,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
+            if purge {
+                on_this_machine(&g.connect, "teardown --purge")?;
+            }
             let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
             each(&vlans, out, g.jobs.into(), |v| {
                 session.teardown(v, purge).map(|()| "torn down")
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(spec) => vlan::parse_list(spec)?,
                 None => Vec::new(),
             };
+            on_this_machine(&g.connect, "check")?;
             let hv = Hypervisor::connect(&g.connect);
             let findings = check::run(&config, hv.as_ref().map_err(|e| format!("{e:#}")), &vlans);
             print!("{}", check::render(&findings));
@@ -111,6 +115,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::KvmProbe) => unreachable!("handled above"),
     }
+}
+
+/// Refuse `what` over a URI naming another machine: it works on the hypervisor's own files (config
+/// dirs, the AppArmor abstraction, console logs), which libvirt gives no access to. Checked
+/// before connecting.
+fn on_this_machine(uri: &str, what: &str) -> anyhow::Result<()> {
+    if uri_is_local(uri) {
+        return Ok(());
+    }
+    Err(failure(
+        Kind::Usage,
+        format!(
+            "`{what}` works on the hypervisor's own files (config dirs, AppArmor, console logs), \
+             and {uri} is another machine: run mkheadnode there (`ssh <host> mkheadnode ...`). \
+             Over {uri}, list, status and teardown without --purge work"
+        ),
+    ))
 }
 
 fn create(
@@ -131,6 +152,10 @@ fn create(
     if cli.global.dry_run {
         return dry_run(&cli.global.connect, &config, &vlans);
     }
+    on_this_machine(
+        &cli.global.connect,
+        if rebuild { "rebuild" } else { "create" },
+    )?;
     let session = Session::new(config, Hypervisor::connect(&cli.global.connect)?, out);
     let opts = CreateOptions {
         machines,
@@ -171,12 +196,6 @@ fn create(
     let mut started = started.into_inner().expect("no panics while held");
     started.sort_by_key(|p| p.vlan);
     if args.wait && !started.is_empty() {
-        if !session.hv.is_local() {
-            return Err(failure(
-                Kind::Usage,
-                "--wait reads the serial console log, which is on the remote hypervisor: run it there",
-            ));
-        }
         wait::until_ready(
             &started,
             Duration::from_secs(args.timeout.unwrap_or(CreateArgs::DEFAULT_TIMEOUT)),

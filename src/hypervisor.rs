@@ -50,6 +50,17 @@ pub struct Hypervisor {
     pools: std::sync::Mutex<()>,
 }
 
+/// Whether a libvirt URI names a hypervisor on this machine, so that its paths are ours: no
+/// host, and no transport or the local `unix` one (`qemu:///system`, `qemu+unix:///system`,
+/// `test:///default`), as opposed to `qemu+ssh://host/system` or `qemu://host/system`.
+pub fn uri_is_local(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return true;
+    };
+    let local_transport = scheme.split_once('+').is_none_or(|(_, t)| t == "unix");
+    local_transport && rest.starts_with('/')
+}
+
 impl Hypervisor {
     /// Connect to `uri`.
     pub fn connect(uri: &str) -> anyhow::Result<Hypervisor> {
@@ -79,10 +90,7 @@ impl Hypervisor {
 
     /// Whether the hypervisor runs on this machine (so its paths are our paths).
     pub fn is_local(&self) -> bool {
-        match self.uri.split_once("://") {
-            Some((scheme, rest)) => !scheme.contains('+') && rest.starts_with('/'),
-            None => true,
-        }
+        uri_is_local(&self.uri)
     }
 
     /// Whether this is the QEMU driver (as opposed to e.g. `test:///default`).
@@ -336,4 +344,31 @@ pub fn state_word(dom: &Domain) -> String {
         _ => "unknown",
     }
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uri_is_local;
+
+    #[test]
+    fn local_uris_are_told_from_other_machines() {
+        for uri in [
+            "qemu:///system",
+            "qemu:///session",
+            "qemu+unix:///system",
+            "qemu+unix:///system?socket=/run/libvirt/libvirt-sock",
+            "test:///default",
+        ] {
+            assert!(uri_is_local(uri), "{uri}");
+        }
+        for uri in [
+            "qemu+ssh://root@hv1/system",
+            "qemu+ssh://hv1:2222/system",
+            "qemu+tcp://hv1/system",
+            "qemu://hv1/system",
+            "qemu+tls://hv1/system",
+        ] {
+            assert!(!uri_is_local(uri), "{uri}");
+        }
+    }
 }

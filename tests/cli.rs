@@ -20,6 +20,34 @@ fn no_vlan_is_a_usage_error() {
 }
 
 #[test]
+fn work_on_another_machines_files_is_refused_before_connecting() {
+    // `.invalid` never resolves; the refusal must come before any attempt to connect, and
+    // create must touch no local file for a hypervisor elsewhere.
+    let root = tempfile::tempdir().unwrap();
+    let uri = "qemu+ssh://root@hv1.invalid/system";
+    for args in [
+        vec!["42"],
+        vec!["rebuild", "42"],
+        vec!["teardown", "42", "--purge"],
+        vec!["check"],
+    ] {
+        let (code, _, err) = run(mkheadnode()
+            .args(["--connect", uri, "--config-root"])
+            .arg(root.path().join("cfg"))
+            .args(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("another machine") && err.contains("ssh <host> mkheadnode"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !root.path().join("cfg").exists(),
+            "{args:?} made a config dir"
+        );
+    }
+}
+
+#[test]
 fn help_documents_exit_codes() {
     let (code, out, _) = run(mkheadnode().arg("--help"));
     assert_eq!(code, 0);
