@@ -8,6 +8,7 @@ Every call adds what it was doing to the error, so a libvirt failure reads as
 use crate::domain_xml::{self, Metadata, METADATA_NS};
 use crate::error::{failure, Kind};
 use anyhow::Context;
+use std::io::Write as _;
 use std::path::Path;
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -15,7 +16,6 @@ use virt::enumutil::Enum;
 use virt::error::{Error as VirtError, ErrorNumber};
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
-use virt::stream::Stream;
 use virt::sys;
 
 /// The libvirt URI used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says otherwise.
@@ -43,9 +43,6 @@ fn optional<T>(
 pub struct Hypervisor {
     conn: Connect,
     uri: String,
-    /// One upload stream at a time: concurrent streams on one connection were seen to hang
-    /// (a worker blocked in virStreamSend forever during a parallel bulk create).
-    uploads: std::sync::Mutex<()>,
     /// One pool set-up at a time (bulk runs would otherwise race to define and start it).
     pools: std::sync::Mutex<()>,
 }
@@ -78,7 +75,6 @@ impl Hypervisor {
         Ok(Hypervisor {
             conn,
             uri: uri.to_string(),
-            uploads: std::sync::Mutex::new(()),
             pools: std::sync::Mutex::new(()),
         })
     }
@@ -205,26 +201,27 @@ impl Hypervisor {
         StorageVol::create_xml(pool, xml, 0).with_context(|| format!("creating volume {name}"))
     }
 
-    /// Write `bytes` into `vol` from its start, through a libvirt stream (works remotely too).
-    pub fn upload(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
-        let _one_at_a_time = self
-            .uploads
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let stream = Stream::new(&self.conn, 0).context("opening an upload stream")?;
-        vol.upload(&stream, 0, bytes.len() as u64, 0)
-            .context("starting the upload")?;
-        let mut sent = 0;
-        while sent < bytes.len() {
-            let n = stream.send(&bytes[sent..]).context("uploading")?;
-            if n <= 0 {
-                let _ = stream.abort();
-                anyhow::bail!("upload stream closed after {sent} of {} bytes", bytes.len());
-            }
-            sent += n as usize;
+    /// Write `bytes` into `vol` from its start, straight into its file or device.
+    ///
+    /// mkheadnode only creates on the hypervisor it runs on, so the volume's path is ours to
+    /// write. libvirt's upload streams were not: in parallel bulk creates, a stream sharing the
+    /// connection with other calls now and then left both waiting forever, the client for the
+    /// daemon's replies and the daemon for the stream's end (even one stream at a time).
+    pub fn write_volume(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
+        if !self.is_local() {
+            anyhow::bail!(
+                "{} is another machine: a volume there can only be written on it",
+                self.uri
+            );
         }
-        stream.finish().context("finishing the upload")?;
-        Ok(())
+        let path = vol.path().context("reading the volume's path")?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {path}"))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {path}"))
     }
 
     /// Delete the named volume from the named pool; a missing pool or volume is not an error.

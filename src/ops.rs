@@ -331,7 +331,7 @@ impl Session {
             name: plan.seed_volume.clone(),
         });
         self.hv
-            .upload(&vol, &image)
+            .write_volume(&vol, &image)
             .with_context(|| format!("writing seed {}", plan.seed_volume))?;
         out.step(
             v,

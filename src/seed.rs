@@ -3,7 +3,7 @@ The cloud-init NoCloud seed: `user-data`, `meta-data` and `network-config` rende
 `cloud-init/`, packed into an ISO9660 image (Rock Ridge + Joliet) labelled `cidata`.
 
 The image is written by `hadris-iso` (pure Rust, pinned): no genisoimage or xorriso is needed on
-the hypervisor, and the bytes can be uploaded into a libvirt volume over any connection.
+the hypervisor: the bytes are written into a libvirt volume.
 */
 
 use crate::plan::{Ipv4Net, Plan};

@@ -508,7 +508,8 @@ fn a_dry_run_never_boots_a_kvm_test_guest() {
 
 #[test]
 fn a_hundred_vlans_round_trip_in_parallel_without_hanging() {
-    // Regression: parallel seed uploads over one connection once blocked in virStreamSend.
+    // Regression: parallel seed uploads through libvirt streams over one connection now and then
+    // hung (in virStreamSend, later virStreamFinish); seeds are now written to the volume file.
     let mut sb = Sandbox::new("hundred", &[]);
     let net = "mkt-v-hundred";
     sb.vlan_network = net.into();
