@@ -102,12 +102,14 @@ pub fn choose(
         if may_boot {
             cached_boot_probe(hv, base_image, cache_dir)?;
         } else {
-            cached_verdict(base_image, cache_dir).unwrap_or_else(|| {
-                Err(
+            cache_key(base_image)
+                .and_then(|key| cached_verdict(&key, cache_dir))
+                .unwrap_or_else(|| {
+                    Err(
                     "not probed in a dry run: a real run boots the base image under KVM to decide"
                         .into(),
                 )
-            })?;
+                })?;
         }
         Ok(format!(
             "the base image boots under KVM here ({BOOT_SIGN} on its console)"
@@ -133,13 +135,12 @@ fn cache_key(base_image: &Path) -> Option<String> {
     ))
 }
 
-/// The cached boot probe verdict for `base_image` in this host boot, if there is one.
-fn cached_verdict(base_image: &Path, cache_dir: &Path) -> Option<Result<(), String>> {
-    let key = cache_key(base_image)?;
+/// The boot probe verdict cached under `key` (see [`cache_key`]), if there is one.
+fn cached_verdict(key: &str, cache_dir: &Path) -> Option<Result<(), String>> {
     let cache = cache_dir.join("kvm-boot-probe");
     let text = std::fs::read_to_string(&cache).ok()?;
     let mut lines = text.lines();
-    if lines.next() != Some(key.as_str()) {
+    if lines.next() != Some(key) {
         return None;
     }
     Some(match lines.next() {
@@ -155,7 +156,7 @@ fn cached_verdict(base_image: &Path, cache_dir: &Path) -> Option<Result<(), Stri
 fn cached_boot_probe(hv: &Hypervisor, base_image: &Path, cache_dir: &Path) -> Result<(), String> {
     let key = cache_key(base_image)
         .ok_or_else(|| format!("base image {} is not readable", base_image.display()))?;
-    if let Some(verdict) = cached_verdict(base_image, cache_dir) {
+    if let Some(verdict) = cached_verdict(&key, cache_dir) {
         return verdict;
     }
     let verdict = boot_probe(hv, base_image, cache_dir, BOOT_PROBE_TIMEOUT);

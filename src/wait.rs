@@ -23,7 +23,7 @@ pub fn phase(log: &str, marker: &str) -> &'static str {
         "setting up the PXE stack"
     } else if log.contains("Cloud-init v.") || log.contains("cloud-init[") {
         "cloud-init configuring"
-    } else if log.contains("Linux version") {
+    } else if log.contains(crate::virt_type::BOOT_SIGN) {
         "kernel booting"
     } else if log.is_empty() {
         "starting"

@@ -591,7 +591,13 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     assert_eq!(code, 0, "reboot: {err}");
     // One qemu across the guest's reboot, so one console log: wait for the second kernel.
     let log = s.headnode_log();
-    s.wait_for_nth("reboot", &log, "Linux version", 2, Duration::from_secs(120));
+    s.wait_for_nth(
+        "reboot",
+        &log,
+        mkheadnode::virt_type::BOOT_SIGN,
+        2,
+        Duration::from_secs(120),
+    );
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         // Blocks until the boot is over: "running", or "degraded" if a unit failed.
