@@ -6,10 +6,9 @@ the abstraction rule (the 2013 recipe's fix) also covers hosts where it does not
 patched atomically, exactly once, keeping its mode and owner. Security is never switched off.
 */
 
+use crate::atomic_file;
 use anyhow::Context;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What [`ensure_rule`] did.
@@ -67,7 +66,7 @@ pub fn ensure_rule(path: &Path, config_root: &Path) -> anyhow::Result<Outcome> {
     if contains_rule(&text, &rule) {
         return Ok(Outcome::AlreadyPresent(path.into()));
     }
-    replace_atomically(path, with_rule(&text, &rule).as_bytes()).with_context(|| {
+    atomic_file::replace(path, with_rule(&text, &rule).as_bytes()).with_context(|| {
         format!(
             "adding `{rule}` to {}: fix the file's permissions or add the line by hand, \
              then reload AppArmor (never disable libvirt's security driver instead)",
@@ -77,39 +76,10 @@ pub fn ensure_rule(path: &Path, config_root: &Path) -> anyhow::Result<Outcome> {
     Ok(Outcome::Added(path.into()))
 }
 
-/// Replace `path` with `contents` through a temporary file in the same directory (fsynced,
-/// then renamed over it), keeping the original's mode and owner. Refuses a file that its
-/// permission bits make read-only, so a write-protected file is never silently replaced.
-pub fn replace_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.permissions().mode() & 0o222 == 0 {
-        anyhow::bail!(
-            "{} is read-only (mode {:o})",
-            path.display(),
-            meta.permissions().mode() & 0o7777
-        );
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".mkheadnode-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(contents)?;
-    let file = tmp.as_file();
-    file.set_permissions(fs::Permissions::from_mode(
-        meta.permissions().mode() & 0o7777,
-    ))?;
-    std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()))
-        .with_context(|| format!("keeping the owner of {}", path.display()))?;
-    file.sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const ROOT: &str = "/var/lib/headnode-config";
 

@@ -6,7 +6,7 @@ about each problem. It changes nothing.
 use crate::apparmor;
 use crate::config::{Attachment, Config};
 use crate::hypervisor::Hypervisor;
-use crate::ops::base_image_info;
+use crate::images::base_image_info;
 use crate::plan::Plan;
 use crate::vlan::Vlan;
 use std::os::unix::fs::PermissionsExt;

@@ -5,6 +5,7 @@ Every key has a default, so an empty (or absent) file is a valid configuration. 
 are errors, so a typo never silently falls back to a default.
 */
 
+use crate::addresses::Ipv4Net;
 use crate::error::{failure, Kind};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -246,7 +247,7 @@ impl Config {
                 ));
             }
         }
-        let net = |ip: Ipv4Addr| crate::plan::Ipv4Net::of(ip, a.private_prefix).network;
+        let net = |ip: Ipv4Addr| Ipv4Net::of(ip, a.private_prefix).network;
         for (key, ip) in [
             ("dhcp_range_start", a.dhcp_range_start),
             ("dhcp_range_end", a.dhcp_range_end),

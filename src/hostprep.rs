@@ -3,7 +3,7 @@ Host preparation outside libvirt: the per-VLAN config dir and its `machines.txt`
 per-VLAN lock that makes concurrent runs on one VLAN take turns.
 */
 
-use crate::apparmor::replace_atomically;
+use crate::atomic_file;
 use crate::machines;
 use crate::vlan::Vlan;
 use anyhow::Context;
@@ -46,7 +46,7 @@ pub fn ensure_config_dir(
         outcome.created_machines = true;
     }
     if let Some(machines) = machines {
-        replace_atomically(&file, machines::render(machines).as_bytes())
+        atomic_file::replace(&file, machines::render(machines).as_bytes())
             .with_context(|| format!("installing machines file into {}", file.display()))?;
         outcome.installed_machines = true;
     }

@@ -9,15 +9,19 @@ The crate is split one concept per module. Pure planning ([`vlan`], [`config`], 
 
 #![warn(missing_docs)]
 
+pub mod addresses;
 pub mod app;
 pub mod apparmor;
+pub mod atomic_file;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domain_xml;
 pub mod error;
 pub mod hostprep;
 pub mod hypervisor;
+pub mod images;
 pub mod mac;
 pub mod machines;
 pub mod ops;

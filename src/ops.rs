@@ -13,13 +13,13 @@ use crate::domain_xml::{self, Metadata};
 use crate::error::{failure, kind_of, Kind};
 use crate::hostprep;
 use crate::hypervisor::{state_word, Hypervisor};
+use crate::images::base_image_info;
 use crate::plan::{domain_name, Plan};
 use crate::report::Reporter;
 use crate::seed;
 use crate::vlan::Vlan;
 use anyhow::Context;
 use serde::Serialize;
-use std::io::Read;
 use std::path::Path;
 
 /// Options of `create` (and the create half of `rebuild`).
@@ -102,35 +102,6 @@ impl Drop for Undo<'_> {
                 ),
             }
         }
-    }
-}
-
-/// Size in bytes and format of the base image.
-pub fn base_image_info(hv: &Hypervisor, path: &Path) -> anyhow::Result<(u64, String)> {
-    match std::fs::File::open(path) {
-        Ok(mut f) => {
-            let mut header = [0u8; 32];
-            let len = f.metadata()?.len();
-            if f.read_exact(&mut header).is_ok() && header[0..4] == *b"QFI\xfb" {
-                let size = u64::from_be_bytes(header[24..32].try_into().expect("8 bytes"));
-                Ok((size, "qcow2".into()))
-            } else {
-                Ok((len, "raw".into()))
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            hv.volume_by_path(path).ok_or_else(|| {
-                failure(
-                    Kind::NotFound,
-                    format!(
-                    "base image {} does not exist: build one (`make image`) or point base_image / \
-                     --base-image at a cloud image",
-                    path.display()
-                ),
-                )
-            })
-        }
-        Err(e) => Err(e).with_context(|| format!("reading base image {}", path.display())),
     }
 }
 

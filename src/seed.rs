@@ -6,7 +6,8 @@ The image is written by `hadris-iso` (pure Rust, pinned): no genisoimage or xorr
 the hypervisor: the bytes are written into a libvirt volume.
 */
 
-use crate::plan::{Ipv4Net, Plan};
+use crate::addresses::Ipv4Net;
+use crate::plan::Plan;
 use crate::template::{render_text, Vars};
 use anyhow::Context as _;
 use hadris_iso::read::PathSeparator;

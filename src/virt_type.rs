@@ -16,7 +16,9 @@ The verdict is cached per host boot and base image, so only the first run pays f
 */
 
 use crate::config::VirtTypeChoice;
+use crate::console::BOOT_SIGN;
 use crate::hypervisor::Hypervisor;
+use crate::images::base_image_info;
 use crate::plan::VirtType;
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -31,9 +33,6 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the boot probe waits for the base image's kernel to speak.
 pub const BOOT_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// What a booting Linux kernel prints first on its console.
-pub const BOOT_SIGN: &str = "Linux version";
 
 /// The chosen type and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +177,7 @@ pub fn boot_probe(
 ) -> Result<(), String> {
     use virt::domain::DomainState;
     use virt::enumutil::Enum;
-    let (_, format) = crate::ops::base_image_info(hv, base_image).map_err(|e| format!("{e:#}"))?;
+    let (_, format) = base_image_info(hv, base_image).map_err(|e| format!("{e:#}"))?;
     let name = format!("mkheadnode-kvm-probe-{}", std::process::id());
     std::fs::create_dir_all(work_dir)
         .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;

@@ -4,6 +4,7 @@ once the PXE stack serves (or a step failed), and libvirt logs that console to a
 hypervisor. The phase shown on the progress line comes from what the log has reached so far.
 */
 
+use crate::console::BOOT_SIGN;
 use crate::error::{failure, Kind};
 use crate::plan::Plan;
 use crate::seed::{ready_marker, SETUP_DONE, SETUP_FAILED};
@@ -23,7 +24,7 @@ pub fn phase(log: &str, marker: &str) -> &'static str {
         "setting up the PXE stack"
     } else if log.contains("Cloud-init v.") || log.contains("cloud-init[") {
         "cloud-init configuring"
-    } else if log.contains(crate::virt_type::BOOT_SIGN) {
+    } else if log.contains(BOOT_SIGN) {
         "kernel booting"
     } else if log.is_empty() {
         "starting"

@@ -594,7 +594,7 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     s.wait_for_nth(
         "reboot",
         &log,
-        mkheadnode::virt_type::BOOT_SIGN,
+        mkheadnode::console::BOOT_SIGN,
         2,
         Duration::from_secs(120),
     );

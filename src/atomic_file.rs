@@ -1,0 +1,40 @@
+/*!
+Atomic file replacement: a file on the host is either its old self or its new self, never half
+written, and keeps its mode and owner.
+*/
+
+use anyhow::Context;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Replace `path` with `contents` through a temporary file in the same directory (fsynced,
+/// then renamed over it), keeping the original's mode and owner. Refuses a file that its
+/// permission bits make read-only, so a write-protected file is never silently replaced.
+pub fn replace(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.permissions().mode() & 0o222 == 0 {
+        anyhow::bail!(
+            "{} is read-only (mode {:o})",
+            path.display(),
+            meta.permissions().mode() & 0o7777
+        );
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".mkheadnode-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(contents)?;
+    let file = tmp.as_file();
+    file.set_permissions(fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o7777,
+    ))?;
+    std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()))
+        .with_context(|| format!("keeping the owner of {}", path.display()))?;
+    file.sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
