@@ -4,8 +4,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = mkheadnode::cli::Cli::parse();
-    match mkheadnode::app::run(cli) {
+    let cli = mkheadnode::cli::args::Cli::parse();
+    match mkheadnode::cli::app::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let kind = mkheadnode::error::kind_of(&err);

@@ -3,7 +3,7 @@
 //! form handler. The tool runs exactly as in the guest (`python3 mkheadnode-link`).
 
 use crate::support::{free_port, run, virsh};
-use mkheadnode::seed;
+use mkheadnode::render::seed;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -3,10 +3,10 @@
 //! boot-default CGI, and the link tool against a temp TFTP root.
 
 use crate::support::{free_port, run, tool};
-use mkheadnode::config::Config;
-use mkheadnode::plan::{Plan, VirtType};
-use mkheadnode::seed::{self, NginxSite};
-use mkheadnode::vlan::Vlan;
+use mkheadnode::model::config::Config;
+use mkheadnode::model::plan::{Plan, VirtType};
+use mkheadnode::model::vlan::Vlan;
+use mkheadnode::render::seed::{self, NginxSite};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;

@@ -8,7 +8,7 @@
 //! removed at the end, also when a step fails.
 
 use crate::support::{mkheadnode, run, virsh};
-use mkheadnode::seed;
+use mkheadnode::render::seed;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -594,7 +594,7 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     s.wait_for_nth(
         "reboot",
         &log,
-        mkheadnode::console::BOOT_SIGN,
+        mkheadnode::model::console::BOOT_SIGN,
         2,
         Duration::from_secs(120),
     );

@@ -3,7 +3,7 @@
 //! and removes every trace on drop, also when it fails.
 
 use crate::support::{mkheadnode, run, virsh, virt_xml_validate, OpenDir};
-use mkheadnode::domain_xml::live_facts;
+use mkheadnode::render::domain_xml::live_facts;
 use std::path::PathBuf;
 use std::process::Command;
 

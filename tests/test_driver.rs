@@ -1,12 +1,12 @@
 //! Our libvirt calls against libvirt's in-memory test driver (`test:///default`): fast, and
 //! no daemon needed. The real driver is exercised in `system`.
 
-use mkheadnode::config::Config;
-use mkheadnode::domain_xml;
-use mkheadnode::hypervisor::Hypervisor;
+use mkheadnode::host::hypervisor::Hypervisor;
+use mkheadnode::model::config::Config;
+use mkheadnode::model::plan::{Plan, VirtType};
+use mkheadnode::model::vlan::Vlan;
 use mkheadnode::ops::owned_domain;
-use mkheadnode::plan::{Plan, VirtType};
-use mkheadnode::vlan::Vlan;
+use mkheadnode::render::domain_xml;
 use std::path::Path;
 
 const URI: &str = "test:///default";

@@ -1,11 +1,11 @@
 //! Generated configuration checked by the tools that consume it.
 
 use crate::support::{mkheadnode, run, tool, virt_xml_validate};
-use mkheadnode::config::{Attachment, Config};
-use mkheadnode::domain_xml;
-use mkheadnode::plan::{Plan, VirtType};
-use mkheadnode::seed;
-use mkheadnode::vlan::Vlan;
+use mkheadnode::model::config::{Attachment, Config};
+use mkheadnode::model::plan::{Plan, VirtType};
+use mkheadnode::model::vlan::Vlan;
+use mkheadnode::render::domain_xml;
+use mkheadnode::render::seed;
 use std::path::Path;
 
 fn configs() -> Vec<Config> {

@@ -3,7 +3,7 @@ The command line: clap definitions, and turning flags into settings layered over
 file.
 */
 
-use crate::config::{Attachment, Config, VirtTypeChoice};
+use crate::model::config::{Attachment, Config, VirtTypeChoice};
 use clap::{Args, Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -83,7 +83,7 @@ pub enum Command {
         vlans: Option<String>,
     },
     /// Internal: run the KVM probe (used by virt-type auto).
-    #[command(name = crate::virt_type::PROBE_ARG, hide = true)]
+    #[command(name = crate::host::virt_type::PROBE_ARG, hide = true)]
     KvmProbe,
 }
 
@@ -124,7 +124,7 @@ impl CreateArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
     /// libvirt URI.
-    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI", default_value = crate::hypervisor::DEFAULT_URI)]
+    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI", default_value = crate::host::hypervisor::DEFAULT_URI)]
     pub connect: String,
     /// Config file (default /etc/mkheadnode/config.toml, if it exists).
     #[arg(long, global = true, value_name = "FILE")]

@@ -3,11 +3,11 @@ libvirt XML: the domain, pool and volume documents we emit (rendered from `xml-t
 and reading back the parts of libvirt's XML that we own (our `<metadata>` element) or report.
 */
 
-use crate::config::Attachment;
-use crate::mac::Mac;
-use crate::plan::{Nic, Plan};
-use crate::template::{render, Vars};
-use crate::vlan::Vlan;
+use crate::model::config::Attachment;
+use crate::model::mac::Mac;
+use crate::model::plan::{Nic, Plan};
+use crate::model::vlan::Vlan;
+use crate::render::template::{render, Vars};
 use anyhow::{anyhow, Context as _};
 use quick_xml::events::Event;
 use quick_xml::Reader;
@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 /// The XML namespace of our `<metadata>` element; its presence marks a domain as ours.
 pub const METADATA_NS: &str = "urn:x-mkheadnode:headnode:1";
 
-const DOMAIN: &str = include_str!("../xml-templates/domain.xml");
-const IFACE_NETWORK: &str = include_str!("../xml-templates/interface-network.xml");
-const IFACE_BRIDGE: &str = include_str!("../xml-templates/interface-bridge.xml");
-const IFACE_OVS: &str = include_str!("../xml-templates/interface-ovs.xml");
-const POOL: &str = include_str!("../xml-templates/pool.xml");
-const OVERLAY_VOLUME: &str = include_str!("../xml-templates/overlay-volume.xml");
-const SEED_VOLUME: &str = include_str!("../xml-templates/seed-volume.xml");
-const KVM_PROBE: &str = include_str!("../xml-templates/kvm-probe.xml");
+const DOMAIN: &str = include_str!("../../xml-templates/domain.xml");
+const IFACE_NETWORK: &str = include_str!("../../xml-templates/interface-network.xml");
+const IFACE_BRIDGE: &str = include_str!("../../xml-templates/interface-bridge.xml");
+const IFACE_OVS: &str = include_str!("../../xml-templates/interface-ovs.xml");
+const POOL: &str = include_str!("../../xml-templates/pool.xml");
+const OVERLAY_VOLUME: &str = include_str!("../../xml-templates/overlay-volume.xml");
+const SEED_VOLUME: &str = include_str!("../../xml-templates/seed-volume.xml");
+const KVM_PROBE: &str = include_str!("../../xml-templates/kvm-probe.xml");
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str()
@@ -297,8 +297,8 @@ pub fn live_facts(xml: &str) -> anyhow::Result<LiveFacts> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::plan::VirtType;
+    use crate::model::config::Config;
+    use crate::model::plan::VirtType;
 
     fn plan() -> Plan {
         Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu)

@@ -6,7 +6,7 @@ the abstraction rule (the 2013 recipe's fix) also covers hosts where it does not
 patched atomically, exactly once, keeping its mode and owner. Security is never switched off.
 */
 
-use crate::atomic_file;
+use crate::host::atomic_file;
 use anyhow::Context;
 use std::fs;
 use std::path::{Path, PathBuf};

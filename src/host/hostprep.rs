@@ -3,9 +3,9 @@ Host preparation outside libvirt: the per-VLAN config dir and its `machines.txt`
 per-VLAN lock that makes concurrent runs on one VLAN take turns.
 */
 
-use crate::atomic_file;
-use crate::machines;
-use crate::vlan::Vlan;
+use crate::host::atomic_file;
+use crate::model::machines;
+use crate::model::vlan::Vlan;
 use anyhow::Context;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

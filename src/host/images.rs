@@ -4,7 +4,7 @@ from the image's header (qcow2) or size (raw), or from libvirt when the file is 
 */
 
 use crate::error::{failure, Kind};
-use crate::hypervisor::Hypervisor;
+use crate::host::hypervisor::Hypervisor;
 use anyhow::Context;
 use std::io::Read;
 use std::path::Path;

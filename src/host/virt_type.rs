@@ -15,11 +15,11 @@ failure" (seen here: extlinux's protected-mode code, after the firmware ran fine
 The verdict is cached per host boot and base image, so only the first run pays for it.
 */
 
-use crate::config::VirtTypeChoice;
-use crate::console::BOOT_SIGN;
-use crate::hypervisor::Hypervisor;
-use crate::images::base_image_info;
-use crate::plan::VirtType;
+use crate::host::hypervisor::Hypervisor;
+use crate::host::images::base_image_info;
+use crate::model::config::VirtTypeChoice;
+use crate::model::console::BOOT_SIGN;
+use crate::model::plan::VirtType;
 use anyhow::{bail, Context};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -183,7 +183,7 @@ pub fn boot_probe(
         .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
     let log = work_dir.join(format!("{name}.log"));
     let _ = std::fs::remove_file(&log);
-    let xml = crate::domain_xml::kvm_probe(&name, base_image, &format, &log)
+    let xml = crate::render::domain_xml::kvm_probe(&name, base_image, &format, &log)
         .map_err(|e| format!("{e:#}"))?;
     let dom = hv
         .start_transient(&name, &xml)

@@ -3,9 +3,9 @@ Pure planning: from a VLAN and the configuration to every name, address, path an
 headnode. Nothing here touches the host, so all of it is testable without a hypervisor.
 */
 
-use crate::config::{Addressing, Attachment, Config};
-use crate::mac::Mac;
-use crate::vlan::Vlan;
+use crate::model::config::{Addressing, Attachment, Config};
+use crate::model::mac::Mac;
+use crate::model::vlan::Vlan;
 use std::fmt;
 use std::path::PathBuf;
 

@@ -5,8 +5,8 @@ Every call adds what it was doing to the error, so a libvirt failure reads as
 "defining domain headnode-42: <libvirt's message>".
 */
 
-use crate::domain_xml::{self, Metadata, METADATA_NS};
 use crate::error::{failure, Kind};
+use crate::render::domain_xml::{self, Metadata, METADATA_NS};
 use anyhow::Context;
 use std::io::Write as _;
 use std::path::Path;

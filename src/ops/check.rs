@@ -3,12 +3,12 @@
 about each problem. It changes nothing.
 */
 
-use crate::apparmor;
-use crate::config::{Attachment, Config};
-use crate::hypervisor::Hypervisor;
-use crate::images::base_image_info;
-use crate::plan::Plan;
-use crate::vlan::Vlan;
+use crate::host::apparmor;
+use crate::host::hypervisor::Hypervisor;
+use crate::host::images::base_image_info;
+use crate::model::config::{Attachment, Config};
+use crate::model::plan::Plan;
+use crate::model::vlan::Vlan;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -164,7 +164,7 @@ pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> 
             .map(|v| {
                 (
                     "vlan network",
-                    Plan::new(config, *v, crate::plan::VirtType::Qemu)
+                    Plan::new(config, *v, crate::model::plan::VirtType::Qemu)
                         .private_nic
                         .attachment,
                 )
@@ -188,14 +188,14 @@ pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> 
                 }
             });
         }
-        let choice = crate::virt_type::choose(
+        let choice = crate::host::virt_type::choose(
             config.virt_type,
             hv,
             &config.base_image,
             &config.lock_dir,
             true,
         );
-        let level = if choice.virt_type == crate::plan::VirtType::Kvm {
+        let level = if choice.virt_type == crate::model::plan::VirtType::Kvm {
             Level::Ok
         } else {
             Level::Note

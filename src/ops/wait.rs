@@ -4,10 +4,10 @@ once the PXE stack serves (or a step failed), and libvirt logs that console to a
 hypervisor. The phase shown on the progress line comes from what the log has reached so far.
 */
 
-use crate::console::BOOT_SIGN;
 use crate::error::{failure, Kind};
-use crate::plan::Plan;
-use crate::seed::{ready_marker, SETUP_DONE, SETUP_FAILED};
+use crate::model::console::BOOT_SIGN;
+use crate::model::plan::Plan;
+use crate::render::seed::{ready_marker, SETUP_DONE, SETUP_FAILED};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::{Duration, Instant};
 
@@ -125,9 +125,9 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::plan::VirtType;
-    use crate::vlan::Vlan;
+    use crate::model::config::Config;
+    use crate::model::plan::VirtType;
+    use crate::model::vlan::Vlan;
 
     fn plan_logging_to(dir: &std::path::Path) -> Plan {
         let config = Config {

@@ -6,9 +6,9 @@ The image is written by `hadris-iso` (pure Rust, pinned): no genisoimage or xorr
 the hypervisor: the bytes are written into a libvirt volume.
 */
 
-use crate::addresses::Ipv4Net;
-use crate::plan::Plan;
-use crate::template::{render_text, Vars};
+use crate::model::addresses::Ipv4Net;
+use crate::model::plan::Plan;
+use crate::render::template::{render_text, Vars};
 use anyhow::Context as _;
 use hadris_iso::read::PathSeparator;
 use hadris_iso::write::options::{CreationFeatures, IsoFormatOptions};
@@ -16,23 +16,23 @@ use hadris_iso::write::{File as IsoFile, InputFiles, IsoImageWriter};
 use std::io::Cursor;
 use std::sync::Arc;
 
-const USER_DATA: &str = include_str!("../cloud-init/user-data.yaml");
-const DHCPD_CONF: &str = include_str!("../cloud-init/files/dhcpd.conf");
-const ISC_DHCP_SERVER: &str = include_str!("../cloud-init/files/isc-dhcp-server");
-const DHCPD_UNIT: &str = include_str!("../cloud-init/files/dhcpd-unit.conf");
-const TFTPD_HPA: &str = include_str!("../cloud-init/files/tftpd-hpa");
-const PXELINUX_DEFAULT: &str = include_str!("../cloud-init/files/pxelinux-default");
-const NGINX_SITE: &str = include_str!("../cloud-init/files/nginx-site.conf");
-const BOOT_DEFAULT_CGI: &str = include_str!("../cloud-init/files/boot-default.cgi");
-const LINK_TOOL: &str = include_str!("../cloud-init/files/mkheadnode-link.py");
-const PUBLISH_PROFILES: &str = include_str!("../cloud-init/files/publish-profiles.sh");
-const SETUP_SCRIPT: &str = include_str!("../cloud-init/files/headnode-setup.sh");
-const RULES_V4: &str = include_str!("../cloud-init/files/rules.v4");
-const RULES_V6: &str = include_str!("../cloud-init/files/rules.v6");
-const MODULES_9P: &str = include_str!("../cloud-init/files/modules-9p.conf");
-const MOC_MOUNT: &str = include_str!("../cloud-init/files/etc-moc.mount");
-const MOC_FAILED: &str = include_str!("../cloud-init/files/mkheadnode-moc-failed.service");
-const PROFILES_SERVICE: &str = include_str!("../cloud-init/files/mkheadnode-profiles.service");
+const USER_DATA: &str = include_str!("../../cloud-init/user-data.yaml");
+const DHCPD_CONF: &str = include_str!("../../cloud-init/files/dhcpd.conf");
+const ISC_DHCP_SERVER: &str = include_str!("../../cloud-init/files/isc-dhcp-server");
+const DHCPD_UNIT: &str = include_str!("../../cloud-init/files/dhcpd-unit.conf");
+const TFTPD_HPA: &str = include_str!("../../cloud-init/files/tftpd-hpa");
+const PXELINUX_DEFAULT: &str = include_str!("../../cloud-init/files/pxelinux-default");
+const NGINX_SITE: &str = include_str!("../../cloud-init/files/nginx-site.conf");
+const BOOT_DEFAULT_CGI: &str = include_str!("../../cloud-init/files/boot-default.cgi");
+const LINK_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-link.py");
+const PUBLISH_PROFILES: &str = include_str!("../../cloud-init/files/publish-profiles.sh");
+const SETUP_SCRIPT: &str = include_str!("../../cloud-init/files/headnode-setup.sh");
+const RULES_V4: &str = include_str!("../../cloud-init/files/rules.v4");
+const RULES_V6: &str = include_str!("../../cloud-init/files/rules.v6");
+const MODULES_9P: &str = include_str!("../../cloud-init/files/modules-9p.conf");
+const MOC_MOUNT: &str = include_str!("../../cloud-init/files/etc-moc.mount");
+const MOC_FAILED: &str = include_str!("../../cloud-init/files/mkheadnode-moc-failed.service");
+const PROFILES_SERVICE: &str = include_str!("../../cloud-init/files/mkheadnode-profiles.service");
 
 /// Where the guest keeps what it serves over TFTP and HTTP.
 pub const TFTP_ROOT: &str = "/var/lib/tftpboot";
@@ -138,8 +138,8 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("profiles_service", PROFILES_SERVICE.to_string()),
     ])
 }
-const META_DATA: &str = include_str!("../cloud-init/meta-data.yaml");
-const NETWORK_CONFIG: &str = include_str!("../cloud-init/network-config.yaml");
+const META_DATA: &str = include_str!("../../cloud-init/meta-data.yaml");
+const NETWORK_CONFIG: &str = include_str!("../../cloud-init/network-config.yaml");
 
 /// The volume label NoCloud looks for.
 pub const VOLUME_LABEL: &str = "cidata";
@@ -252,9 +252,9 @@ pub fn iso(files: &SeedFiles) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::plan::VirtType;
-    use crate::vlan::Vlan;
+    use crate::model::config::Config;
+    use crate::model::plan::VirtType;
+    use crate::model::vlan::Vlan;
 
     fn plan_with_keys(keys: Vec<String>) -> Plan {
         let config = Config {

@@ -3,7 +3,7 @@
 */
 
 use crate::error::{failure, Kind};
-use crate::mac::Mac;
+use crate::model::mac::Mac;
 use std::net::Ipv4Addr;
 use std::path::Path;
 

@@ -7,17 +7,21 @@ domain) and never touches the config dir's contents. A domain named like ours bu
 metadata is never touched.
 */
 
-use crate::apparmor;
-use crate::config::{Attachment, Config};
-use crate::domain_xml::{self, Metadata};
+pub mod check;
+pub mod report;
+pub mod wait;
+
 use crate::error::{failure, kind_of, Kind};
-use crate::hostprep;
-use crate::hypervisor::{state_word, Hypervisor};
-use crate::images::base_image_info;
-use crate::plan::{domain_name, Plan};
-use crate::report::Reporter;
-use crate::seed;
-use crate::vlan::Vlan;
+use crate::host::apparmor;
+use crate::host::hostprep;
+use crate::host::hypervisor::{state_word, Hypervisor};
+use crate::host::images::base_image_info;
+use crate::model::config::{Attachment, Config};
+use crate::model::plan::{domain_name, Plan};
+use crate::model::vlan::Vlan;
+use crate::ops::report::Reporter;
+use crate::render::domain_xml::{self, Metadata};
+use crate::render::seed;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::Path;
@@ -26,7 +30,7 @@ use std::path::Path;
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     /// Install these (validated) machines as `machines.txt`.
-    pub machines: Option<Vec<crate::machines::Machine>>,
+    pub machines: Option<Vec<crate::model::machines::Machine>>,
     /// Define but do not start.
     pub no_start: bool,
 }
@@ -52,8 +56,8 @@ pub struct Session {
     /// Where progress goes.
     pub out: Reporter,
     /// The operator's virt type choice, decided on first use (teardown never needs it).
-    pub virt_choice: crate::config::VirtTypeChoice,
-    decided: std::sync::OnceLock<crate::virt_type::Choice>,
+    pub virt_choice: crate::model::config::VirtTypeChoice,
+    decided: std::sync::OnceLock<crate::host::virt_type::Choice>,
 }
 
 /// Undo steps for a create in progress, run in reverse on drop unless disarmed.
@@ -165,10 +169,10 @@ impl Session {
     }
 
     /// kvm or qemu for new headnodes: decided once per session, and said once.
-    pub fn virt_type(&self) -> crate::plan::VirtType {
+    pub fn virt_type(&self) -> crate::model::plan::VirtType {
         self.decided
             .get_or_init(|| {
-                let choice = crate::virt_type::choose(
+                let choice = crate::host::virt_type::choose(
                     self.virt_choice,
                     &self.hv,
                     &self.config.base_image,

@@ -3,7 +3,7 @@ What the operator sees: one line per step on standard error, prefixed with the V
 verbosity they asked for. Machine-readable output (XML, tables, JSON) goes to standard output.
 */
 
-use crate::vlan::Vlan;
+use crate::model::vlan::Vlan;
 
 /// How much to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

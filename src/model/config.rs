@@ -5,8 +5,8 @@ Every key has a default, so an empty (or absent) file is a valid configuration. 
 are errors, so a typo never silently falls back to a default.
 */
 
-use crate::addresses::Ipv4Net;
 use crate::error::{failure, Kind};
+use crate::model::addresses::Ipv4Net;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;

@@ -2,15 +2,17 @@
 Running a parsed command line: load settings, connect, dispatch, and sum up bulk runs.
 */
 
-use crate::cli::{Cli, Command, CreateArgs};
-use crate::config::Config;
+use crate::cli::args::{Cli, Command, CreateArgs};
 use crate::error::{failure, kind_of, Kind};
-use crate::hypervisor::{uri_is_local, Hypervisor};
+use crate::host::hypervisor::{uri_is_local, Hypervisor};
+use crate::host::virt_type;
+use crate::model::config::Config;
+use crate::model::plan::Plan;
+use crate::model::vlan::{self, Vlan};
+use crate::ops::report::{Reporter, Verbosity};
+use crate::ops::{check, wait};
 use crate::ops::{CreateOptions, Created, Session};
-use crate::plan::Plan;
-use crate::report::{Reporter, Verbosity};
-use crate::vlan::{self, Vlan};
-use crate::{check, domain_xml, seed, virt_type, wait};
+use crate::render::{domain_xml, seed};
 use anyhow::Context as _;
 use std::time::Duration;
 
@@ -147,7 +149,7 @@ fn create(
     let machines = args
         .machines
         .as_deref()
-        .map(crate::machines::load)
+        .map(crate::model::machines::load)
         .transpose()?;
     if cli.global.dry_run {
         return dry_run(&cli.global.connect, &config, &vlans);

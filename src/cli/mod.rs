@@ -1,0 +1,6 @@
+/*!
+The command line: the flags ([`args`]) and running them ([`app`]).
+*/
+
+pub mod app;
+pub mod args;

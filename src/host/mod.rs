@@ -1,0 +1,11 @@
+/*!
+Effects on the hypervisor host: the libvirt connection, base images, files written atomically,
+AppArmor, the per-VLAN config dir and lock, and the KVM probes.
+*/
+
+pub mod apparmor;
+pub mod atomic_file;
+pub mod hostprep;
+pub mod hypervisor;
+pub mod images;
+pub mod virt_type;

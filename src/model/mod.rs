@@ -1,0 +1,12 @@
+/*!
+The pure model: from what the operator writes (VLANs, the configuration, machines files) to the
+plan of each headnode. Nothing here touches the host, so all of it is testable without one.
+*/
+
+pub mod addresses;
+pub mod config;
+pub mod console;
+pub mod mac;
+pub mod machines;
+pub mod plan;
+pub mod vlan;
