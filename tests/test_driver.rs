@@ -5,7 +5,7 @@ use mkheadnode::host::hypervisor::Hypervisor;
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
-use mkheadnode::ops::owned_domain;
+use mkheadnode::ops::session::owned_domain;
 use mkheadnode::render::domain_xml;
 use std::path::Path;
 

@@ -9,9 +9,11 @@ use crate::host::virt_type;
 use crate::model::config::Config;
 use crate::model::plan::Plan;
 use crate::model::vlan::{self, Vlan};
+use crate::ops::create::{CreateOptions, Created};
 use crate::ops::report::{Reporter, Verbosity};
+use crate::ops::session::Session;
+use crate::ops::status::table;
 use crate::ops::{check, wait};
-use crate::ops::{CreateOptions, Created, Session};
 use crate::render::{domain_xml, seed};
 use anyhow::Context as _;
 use std::time::Duration;
@@ -79,7 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print!("{}", crate::ops::table(&rows));
+                print!("{}", table(&rows));
             }
             Ok(())
         }
@@ -90,7 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&row)?);
             } else {
-                print!("{}", crate::ops::table(&[row]));
+                print!("{}", table(&[row]));
             }
             Ok(())
         }

@@ -1,0 +1,82 @@
+/*!
+A session: the settings, the libvirt connection and the reporter every operation works with,
+and the virt type decided once for all of them.
+*/
+
+use crate::error::{failure, Kind};
+use crate::host::hypervisor::Hypervisor;
+use crate::host::virt_type::{self, Choice};
+use crate::model::config::{Config, VirtTypeChoice};
+use crate::model::plan::{domain_name, Plan, VirtType};
+use crate::model::vlan::Vlan;
+use crate::ops::report::Reporter;
+use crate::render::domain_xml::Metadata;
+use std::sync::OnceLock;
+use virt::domain::Domain;
+
+/// Everything an operation needs: settings, the libvirt connection, and where to report.
+pub struct Session {
+    /// The effective configuration.
+    pub config: Config,
+    /// The libvirt connection.
+    pub hv: Hypervisor,
+    /// Where progress goes.
+    pub out: Reporter,
+    /// The operator's virt type choice, decided on first use (teardown never needs it).
+    pub virt_choice: VirtTypeChoice,
+    decided: OnceLock<Choice>,
+}
+
+/// Our metadata on the domain of `vlan`: `Ok(None)` if there is no such domain, an error of
+/// kind `Refused` if a domain of that name exists without our metadata.
+pub fn owned_domain(hv: &Hypervisor, vlan: Vlan) -> anyhow::Result<Option<(Domain, Metadata)>> {
+    let name = domain_name(vlan);
+    let Some(dom) = hv.find_domain(&name)? else {
+        return Ok(None);
+    };
+    match hv.metadata(&dom)? {
+        Some(meta) => Ok(Some((dom, meta))),
+        None => Err(failure(
+            Kind::Refused,
+            format!(
+                "domain {name} exists but was not made by mkheadnode (it has no mkheadnode metadata); \
+                 refusing to touch it. Rename or remove it yourself if it should go"
+            ),
+        )),
+    }
+}
+
+impl Session {
+    /// A session over `hv` with `config`.
+    pub fn new(config: Config, hv: Hypervisor, out: Reporter) -> Session {
+        Session {
+            virt_choice: config.virt_type,
+            config,
+            hv,
+            out,
+            decided: OnceLock::new(),
+        }
+    }
+
+    /// kvm or qemu for new headnodes: decided once per session, and said once.
+    pub fn virt_type(&self) -> VirtType {
+        self.decided
+            .get_or_init(|| {
+                let choice = virt_type::choose(
+                    self.virt_choice,
+                    &self.hv,
+                    &self.config.base_image,
+                    &self.config.lock_dir,
+                    true,
+                );
+                self.out.step(None, format!("virt type: {}", choice.reason));
+                choice
+            })
+            .virt_type
+    }
+
+    /// Plan the headnode of `vlan` with this session's settings.
+    pub fn plan(&self, vlan: Vlan) -> Plan {
+        Plan::new(&self.config, vlan, self.virt_type())
+    }
+}

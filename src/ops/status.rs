@@ -1,0 +1,147 @@
+/*!
+`list` and `status`: what our headnodes look like to libvirt, as rows of a table or JSON.
+*/
+
+use crate::error::{failure, Kind};
+use crate::host::hypervisor::{state_word, Hypervisor};
+use crate::model::vlan::Vlan;
+use crate::ops::session::{owned_domain, Session};
+use crate::render::domain_xml::{self, Metadata};
+use serde::Serialize;
+use virt::domain::Domain;
+
+impl Session {
+    /// Status of every headnode of ours.
+    pub fn list(&self) -> anyhow::Result<Vec<Status>> {
+        self.hv
+            .headnodes()?
+            .iter()
+            .map(|(d, m)| status_of(&self.hv, d, m))
+            .collect()
+    }
+
+    /// Status of the headnode of `vlan`.
+    pub fn status(&self, vlan: Vlan) -> anyhow::Result<Status> {
+        match owned_domain(&self.hv, vlan)? {
+            Some((d, m)) => status_of(&self.hv, &d, &m),
+            None => Err(failure(
+                Kind::NotFound,
+                format!("there is no headnode for VLAN {vlan}"),
+            )),
+        }
+    }
+}
+
+/// One headnode as `list` and `status` report it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    /// The VLAN.
+    pub vlan: u16,
+    /// Domain name.
+    pub domain: String,
+    /// libvirt state.
+    pub state: String,
+    /// kvm or qemu.
+    pub virt_type: String,
+    /// MAC of NIC 1 (VLAN, guest eth0).
+    pub private_mac: String,
+    /// MAC of NIC 2 (public, guest eth1).
+    pub public_mac: String,
+    /// Config dir shared as /etc/moc.
+    pub config_dir: String,
+    /// Overlay disk path.
+    pub disk: String,
+    /// Whether libvirt starts it with the host.
+    pub autostart: bool,
+}
+
+fn status_of(hv: &Hypervisor, dom: &Domain, meta: &Metadata) -> anyhow::Result<Status> {
+    let facts = domain_xml::live_facts(&hv.xml(dom)?)?;
+    Ok(Status {
+        vlan: meta.vlan.id(),
+        domain: dom.name()?,
+        state: state_word(dom),
+        virt_type: facts.virt_type,
+        private_mac: meta.private_mac.to_string(),
+        public_mac: meta.public_mac.to_string(),
+        config_dir: meta.config_dir.display().to_string(),
+        disk: facts.disk_sources.first().cloned().unwrap_or_default(),
+        autostart: dom.autostart().unwrap_or(false),
+    })
+}
+
+/// Render statuses as an aligned table.
+pub fn table(rows: &[Status]) -> String {
+    let header = [
+        "VLAN",
+        "DOMAIN",
+        "STATE",
+        "VIRT",
+        "PRIVATE MAC",
+        "PUBLIC MAC",
+        "CONFIG DIR",
+        "DISK",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|s| {
+            [
+                s.vlan.to_string(),
+                s.domain.clone(),
+                s.state.clone(),
+                s.virt_type.clone(),
+                s.private_mac.clone(),
+                s.public_mac.clone(),
+                s.config_dir.clone(),
+                s.disk.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cols: Vec<&str>| {
+        let mut s = cols
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    let mut out = line(header.to_vec());
+    for row in &cells {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let row = Status {
+            vlan: 42,
+            domain: "headnode-42".into(),
+            state: "running".into(),
+            virt_type: "qemu".into(),
+            private_mac: "52:54:00:4d:00:2a".into(),
+            public_mac: "52:54:00:4d:10:2a".into(),
+            config_dir: "/var/lib/headnode-config/42".into(),
+            disk: "/d.qcow2".into(),
+            autostart: true,
+        };
+        let t = table(&[row]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].find("DOMAIN"), lines[1].find("headnode-42"));
+        assert_eq!(lines[0].find("DISK"), lines[1].find("/d.qcow2"));
+    }
+}
