@@ -2,11 +2,12 @@
 Running a parsed command line: load settings, connect, dispatch, and sum up bulk runs.
 */
 
-use crate::cli::args::{Cli, Command, CreateArgs};
+use crate::cli::args::{Cli, Command, CreateArgs, GlobalArgs};
 use crate::error::{failure, kind_of, Kind};
 use crate::host::hypervisor::{uri_is_local, Hypervisor};
 use crate::host::virt_type;
 use crate::model::config::Config;
+use crate::model::machines;
 use crate::model::plan::Plan;
 use crate::model::vlan::{self, Vlan};
 use crate::ops::create::{CreateOptions, Created};
@@ -16,6 +17,7 @@ use crate::ops::status::table;
 use crate::ops::{check, wait};
 use crate::render::{domain_xml, seed};
 use anyhow::Context as _;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// Run the command line; the error's kind decides the exit status.
@@ -24,17 +26,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         return virt_type::run_probe();
     }
     let g = &cli.global;
-    let out = Reporter {
-        verbosity: if g.quiet {
-            Verbosity::Quiet
-        } else if g.verbose {
-            Verbosity::Verbose
-        } else {
-            Verbosity::Normal
-        },
-    };
+    let out = reporter(g);
     let config = g.apply(Config::load(g.config.as_deref())?)?;
-    match cli.command {
+    match &cli.command {
         None => {
             let Some(spec) = cli.vlans.as_deref() else {
                 return Err(failure(
@@ -44,81 +38,116 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             create(&cli, config, out, spec, &cli.create, false)
         }
-        Some(Command::Create {
-            ref vlans,
-            ref create,
-        }) => self::create(&cli, config, out, vlans, &create.merged(&cli.create), false),
-        Some(Command::Rebuild {
-            ref vlans,
-            ref create,
-        }) => self::create(&cli, config, out, vlans, &create.merged(&cli.create), true),
-        Some(Command::Teardown { ref vlans, purge }) => {
-            let vlans = vlan::parse_list(vlans)?;
-            if g.dry_run {
-                for v in &vlans {
-                    println!(
-                        "would tear down headnode-{v}{}",
-                        if purge {
-                            " and purge its config dir"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                return Ok(());
-            }
-            if purge {
-                on_this_machine(&g.connect, "teardown --purge")?;
-            }
-            let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
-            each(&vlans, out, g.jobs.into(), |v| {
-                session.teardown(v, purge).map(|()| "torn down")
-            })
+        Some(Command::Create { vlans, create }) => {
+            self::create(&cli, config, out, vlans, &create.merged(&cli.create), false)
         }
-        Some(Command::List { json }) => {
-            let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
-            let rows = session.list()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!("{}", table(&rows));
-            }
-            Ok(())
+        Some(Command::Rebuild { vlans, create }) => {
+            self::create(&cli, config, out, vlans, &create.merged(&cli.create), true)
         }
-        Some(Command::Status { ref vlan, json }) => {
-            let vlan: Vlan = vlan.parse()?;
-            let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
-            let row = session.status(vlan)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&row)?);
-            } else {
-                print!("{}", table(&[row]));
-            }
-            Ok(())
-        }
-        Some(Command::Check { ref vlans }) => {
-            let vlans = match vlans {
-                Some(spec) => vlan::parse_list(spec)?,
-                None => Vec::new(),
-            };
-            on_this_machine(&g.connect, "check")?;
-            let hv = Hypervisor::connect(&g.connect);
-            let findings = check::run(&config, hv.as_ref().map_err(|e| format!("{e:#}")), &vlans);
-            print!("{}", check::render(&findings));
-            let failed = findings
-                .iter()
-                .filter(|f| f.level == check::Level::Fail)
-                .count();
-            if failed > 0 {
-                return Err(failure(
-                    Kind::Other,
-                    format!("{failed} check(s) failed; see above"),
-                ));
-            }
-            Ok(())
-        }
+        Some(Command::Teardown { vlans, purge }) => teardown(g, config, out, vlans, *purge),
+        Some(Command::List { json }) => list(g, config, out, *json),
+        Some(Command::Status { vlan, json }) => status(g, config, out, vlan, *json),
+        Some(Command::Check { vlans }) => check(g, &config, vlans.as_deref()),
         Some(Command::KvmProbe) => unreachable!("handled above"),
     }
+}
+
+/// How much to say, from `--quiet` and `--verbose`.
+fn reporter(g: &GlobalArgs) -> Reporter {
+    Reporter {
+        verbosity: if g.quiet {
+            Verbosity::Quiet
+        } else if g.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        },
+    }
+}
+
+/// `teardown`: each VLAN's headnode, up to `--jobs` at a time.
+fn teardown(
+    g: &GlobalArgs,
+    config: Config,
+    out: Reporter,
+    spec: &str,
+    purge: bool,
+) -> anyhow::Result<()> {
+    let vlans = vlan::parse_list(spec)?;
+    if g.dry_run {
+        for v in &vlans {
+            println!(
+                "would tear down headnode-{v}{}",
+                if purge {
+                    " and purge its config dir"
+                } else {
+                    ""
+                }
+            );
+        }
+        return Ok(());
+    }
+    if purge {
+        on_this_machine(&g.connect, "teardown --purge")?;
+    }
+    let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
+    each(&vlans, out, g.jobs.into(), |v| {
+        session.teardown(v, purge).map(|()| "torn down")
+    })
+}
+
+/// `list`: every headnode of ours, as a table or JSON.
+fn list(g: &GlobalArgs, config: Config, out: Reporter, json: bool) -> anyhow::Result<()> {
+    let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
+    let rows = session.list()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(())
+}
+
+/// `status`: one headnode, as a table or JSON.
+fn status(
+    g: &GlobalArgs,
+    config: Config,
+    out: Reporter,
+    vlan: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let vlan: Vlan = vlan.parse()?;
+    let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
+    let row = session.status(vlan)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&row)?);
+    } else {
+        print!("{}", table(&[row]));
+    }
+    Ok(())
+}
+
+/// `check`: the host's findings; fails if any finding does.
+fn check(g: &GlobalArgs, config: &Config, vlans: Option<&str>) -> anyhow::Result<()> {
+    let vlans = match vlans {
+        Some(spec) => vlan::parse_list(spec)?,
+        None => Vec::new(),
+    };
+    on_this_machine(&g.connect, "check")?;
+    let hv = Hypervisor::connect(&g.connect);
+    let findings = check::run(config, hv.as_ref().map_err(|e| format!("{e:#}")), &vlans);
+    print!("{}", check::render(&findings));
+    let failed = findings
+        .iter()
+        .filter(|f| f.level == check::Level::Fail)
+        .count();
+    if failed > 0 {
+        return Err(failure(
+            Kind::Other,
+            format!("{failed} check(s) failed; see above"),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuse `what` over a URI naming another machine: it works on the hypervisor's own files (config
@@ -138,6 +167,8 @@ fn on_this_machine(uri: &str, what: &str) -> anyhow::Result<()> {
     ))
 }
 
+/// `create` or `rebuild`: each VLAN's headnode, up to `--jobs` at a time; then, with `--wait`,
+/// wait for those that run.
 fn create(
     cli: &Cli,
     config: Config,
@@ -148,11 +179,7 @@ fn create(
 ) -> anyhow::Result<()> {
     let vlans = vlan::parse_list(spec)?;
     // Read and validated once, before connecting or touching anything.
-    let machines = args
-        .machines
-        .as_deref()
-        .map(crate::model::machines::load)
-        .transpose()?;
+    let machines = args.machines.as_deref().map(machines::load).transpose()?;
     if cli.global.dry_run {
         return dry_run(&cli.global.connect, &config, &vlans);
     }
@@ -165,56 +192,81 @@ fn create(
         machines,
         no_start: args.no_start,
     };
-    let started: std::sync::Mutex<Vec<Plan>> = Default::default();
-    let verb = if rebuild { "rebuilt" } else { "created" };
+    let started: Mutex<Vec<Plan>> = Mutex::default();
     let result = each(&vlans, out, cli.global.jobs.into(), |v| {
-        let outcome = if rebuild {
-            session.rebuild(v, &opts)?
-        } else {
-            session.create(v, &opts)?
-        };
-        let plan = session.plan(v);
-        let running = match &outcome {
-            Created::New => !opts.no_start,
-            Created::Unchanged { state } if state == "running" => true,
-            Created::Unchanged { state } if args.wait => {
-                return Err(failure(
-                    Kind::Other,
-                    format!(
-                        "{} exists but is {state}, so there is nothing to wait for: start it \
-                         (`virsh start {}`) or make it anew (`mkheadnode rebuild {v}`)",
-                        plan.domain_name, plan.domain_name
-                    ),
-                ))
-            }
-            Created::Unchanged { .. } => false,
-        };
-        if running {
-            started.lock().expect("no panics while held").push(plan);
+        let (what, running) = create_one(&session, v, &opts, args.wait, rebuild)?;
+        if let Some(plan) = running {
+            started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(plan);
         }
-        Ok(match outcome {
-            Created::New => verb,
-            Created::Unchanged { .. } => "unchanged",
-        })
+        Ok(what)
     });
-    let mut started = started.into_inner().expect("no panics while held");
+    let mut started = started.into_inner().unwrap_or_else(PoisonError::into_inner);
     started.sort_by_key(|p| p.vlan);
     if args.wait && !started.is_empty() {
-        wait::until_ready(
-            &started,
-            Duration::from_secs(args.timeout.unwrap_or(CreateArgs::DEFAULT_TIMEOUT)),
-            out.verbosity > Verbosity::Quiet,
-        )?;
-        for plan in &started {
-            out.summary(format!(
-                "{} is ready: ssh to {} from the VLAN, `virsh console {}` from here",
-                plan.domain_name, plan.addressing.private_address, plan.domain_name
-            ));
-        }
+        wait_for(&started, args, out)?;
     }
     result
 }
 
+/// Create or rebuild the headnode of `v`: what was done, and its plan if it runs now. With
+/// `wait`, a headnode that exists but does not run is an error: there is nothing to wait for.
+fn create_one(
+    session: &Session,
+    v: Vlan,
+    opts: &CreateOptions,
+    wait: bool,
+    rebuild: bool,
+) -> anyhow::Result<(&'static str, Option<Plan>)> {
+    let outcome = if rebuild {
+        session.rebuild(v, opts)?
+    } else {
+        session.create(v, opts)?
+    };
+    let plan = session.plan(v);
+    let running = match &outcome {
+        Created::New => !opts.no_start,
+        Created::Unchanged { state } if state == "running" => true,
+        Created::Unchanged { state } if wait => {
+            return Err(failure(
+                Kind::Other,
+                format!(
+                    "{} exists but is {state}, so there is nothing to wait for: start it \
+                     (`virsh start {}`) or make it anew (`mkheadnode rebuild {v}`)",
+                    plan.domain_name, plan.domain_name
+                ),
+            ))
+        }
+        Created::Unchanged { .. } => false,
+    };
+    let what = match outcome {
+        Created::New if rebuild => "rebuilt",
+        Created::New => "created",
+        Created::Unchanged { .. } => "unchanged",
+    };
+    Ok((what, running.then_some(plan)))
+}
+
+/// `--wait`: until every started headnode is ready, then say how to reach each.
+fn wait_for(started: &[Plan], args: &CreateArgs, out: Reporter) -> anyhow::Result<()> {
+    wait::until_ready(
+        started,
+        Duration::from_secs(args.timeout.unwrap_or(CreateArgs::DEFAULT_TIMEOUT)),
+        out.verbosity > Verbosity::Quiet,
+    )?;
+    for plan in started {
+        out.summary(format!(
+            "{} is ready: ssh to {} from the VLAN, `virsh console {}` from here",
+            plan.domain_name, plan.addressing.private_address, plan.domain_name
+        ));
+    }
+    Ok(())
+}
+
+/// `--dry-run` of create: the virt type that would be chosen, then each VLAN's domain XML and
+/// seed files.
 fn dry_run(uri: &str, config: &Config, vlans: &[Vlan]) -> anyhow::Result<()> {
     let choice = match Hypervisor::connect(uri) {
         Ok(hv) => virt_type::choose(

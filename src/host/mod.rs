@@ -1,10 +1,12 @@
 /*!
-Effects on the hypervisor host: the libvirt connection, base images, files written atomically,
-AppArmor, the per-VLAN config dir and lock, and the KVM probes.
+Effects on the hypervisor host: the libvirt connection, the networks and bridges NICs plug
+into, base images, files written atomically, AppArmor, the per-VLAN config dir and lock, and
+the KVM probes.
 */
 
 pub mod apparmor;
 pub mod atomic_file;
+pub mod attachment;
 pub mod hostprep;
 pub mod hypervisor;
 pub mod images;

@@ -4,13 +4,15 @@ about each problem. It changes nothing.
 */
 
 use crate::host::apparmor;
+use crate::host::attachment;
 use crate::host::hypervisor::Hypervisor;
 use crate::host::images::base_image_info;
+use crate::host::virt_type;
 use crate::model::config::{Attachment, Config};
-use crate::model::plan::Plan;
+use crate::model::plan::{Plan, VirtType};
 use crate::model::vlan::Vlan;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The verdict on one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +46,7 @@ fn finding(level: Level, item: &'static str, text: impl Into<String>) -> Finding
 
 /// Whether every directory from `/` down to `dir` lets others (qemu's user) in, and `dir` lets
 /// them list it. Returns the first path that does not.
-pub fn first_closed_dir(dir: &Path) -> Option<std::path::PathBuf> {
+pub fn first_closed_dir(dir: &Path) -> Option<PathBuf> {
     let mut walk = Vec::new();
     let mut cur = Some(dir);
     while let Some(p) = cur {
@@ -64,29 +66,36 @@ pub fn first_closed_dir(dir: &Path) -> Option<std::path::PathBuf> {
 
 /// Look at the host. `hv` is the connection, or why there is none.
 pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let hv = match hv {
-        Ok(hv) => {
-            out.push(finding(
-                Level::Ok,
-                "libvirt",
-                format!("connected to {}", hv.uri()),
-            ));
-            Some(hv)
-        }
-        Err(why) => {
-            out.push(finding(Level::Fail, "libvirt", why));
-            None
-        }
-    };
+    let mut out = vec![libvirt(&hv)];
+    let hv = hv.ok();
+    out.push(security(hv));
+    out.push(apparmor_rule(config));
+    out.push(config_dir(config));
+    if let Some(hv) = hv {
+        out.push(base_image(hv, config));
+        out.extend(attachments(hv, config, vlans));
+        out.push(kvm_or_qemu(hv, config));
+    }
+    out
+}
 
+/// The connection to libvirt, or why there is none.
+fn libvirt(hv: &Result<&Hypervisor, String>) -> Finding {
+    match hv {
+        Ok(hv) => finding(Level::Ok, "libvirt", format!("connected to {}", hv.uri())),
+        Err(why) => finding(Level::Fail, "libvirt", why.as_str()),
+    }
+}
+
+/// Whether the kernel runs AppArmor, and which security drivers libvirt uses.
+fn security(hv: Option<&Hypervisor>) -> Finding {
     let kernel_aa = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .map(|s| s.trim() == "Y")
         .unwrap_or(false);
     let models = hv
         .and_then(|h| h.security_models().ok())
         .unwrap_or_default();
-    out.push(finding(
+    finding(
         Level::Ok,
         "security",
         format!(
@@ -98,10 +107,14 @@ pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> 
                 models.join(", ")
             }
         ),
-    ));
+    )
+}
+
+/// Whether libvirt's AppArmor abstraction already grants the config share.
+fn apparmor_rule(config: &Config) -> Finding {
     let rule = apparmor::rule(&config.config_root);
     let path = &config.apparmor_abstraction;
-    out.push(match std::fs::read_to_string(path) {
+    match std::fs::read_to_string(path) {
         Ok(text) if apparmor::contains_rule(&text, &rule) => {
             finding(Level::Ok, "apparmor", format!("{} grants `{rule}`", path.display()))
         }
@@ -111,98 +124,87 @@ pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> 
             format!("{} lacks `{rule}`; create adds it (libvirt's per-domain profile also covers the share)", path.display()),
         ),
         Err(_) => finding(Level::Ok, "apparmor", format!("{} absent: AppArmor not in use for libvirt", path.display())),
-    });
-
-    out.push(
-        match (
-            config.config_root.is_dir(),
-            first_closed_dir(&config.config_root),
-        ) {
-            (false, _) => finding(
-                Level::Note,
-                "config dir",
-                format!(
-                    "{} does not exist yet; create makes it",
-                    config.config_root.display()
-                ),
-            ),
-            (true, None) => finding(
-                Level::Ok,
-                "config dir",
-                format!(
-                    "{} is readable by qemu's user",
-                    config.config_root.display()
-                ),
-            ),
-            (true, Some(p)) => finding(
-                Level::Fail,
-                "config dir",
-                format!(
-                    "{} is closed to qemu's user: `chmod o+rx {}` so the 9p share can be read",
-                    p.display(),
-                    p.display()
-                ),
-            ),
-        },
-    );
-
-    if let Some(hv) = hv {
-        out.push(match base_image_info(hv, &config.base_image) {
-            Ok((size, format)) => finding(
-                Level::Ok,
-                "base image",
-                format!(
-                    "{} ({format}, {} MiB virtual)",
-                    config.base_image.display(),
-                    size >> 20
-                ),
-            ),
-            Err(e) => finding(Level::Fail, "base image", format!("{e:#}")),
-        });
-        let mut sides: Vec<(&'static str, Attachment)> = vlans
-            .iter()
-            .map(|v| {
-                (
-                    "vlan network",
-                    Plan::new(config, *v, crate::model::plan::VirtType::Qemu)
-                        .private_nic
-                        .attachment,
-                )
-            })
-            .collect();
-        sides.push(("public network", config.public_attachment.clone()));
-        for (item, att) in sides {
-            out.push(match &att {
-                Attachment::Network { name } => match hv.network_active(name) {
-                    Ok(Some(true)) => finding(Level::Ok, item, format!("libvirt network {name} is active")),
-                    Ok(Some(false)) => finding(Level::Fail, item, format!("libvirt network {name} is not active: `virsh net-start {name}`")),
-                    Ok(None) => finding(Level::Fail, item, format!("libvirt network {name} does not exist: define it or change the attachment")),
-                    Err(e) => finding(Level::Fail, item, format!("{e:#}")),
-                },
-                Attachment::Bridge { name } | Attachment::Ovs { name } => {
-                    if Path::new("/sys/class/net").join(name).exists() {
-                        finding(Level::Ok, item, format!("bridge {name} exists"))
-                    } else {
-                        finding(Level::Fail, item, format!("bridge {name} does not exist on this host"))
-                    }
-                }
-            });
-        }
-        let choice = crate::host::virt_type::choose(
-            config.virt_type,
-            hv,
-            &config.base_image,
-            &config.lock_dir,
-            true,
-        );
-        let level = if choice.virt_type == crate::model::plan::VirtType::Kvm {
-            Level::Ok
-        } else {
-            Level::Note
-        };
-        out.push(finding(level, "virt type", choice.reason));
     }
-    out
+}
+
+/// Whether qemu's user can read the config dirs.
+fn config_dir(config: &Config) -> Finding {
+    let root = &config.config_root;
+    match (root.is_dir(), first_closed_dir(root)) {
+        (false, _) => finding(
+            Level::Note,
+            "config dir",
+            format!("{} does not exist yet; create makes it", root.display()),
+        ),
+        (true, None) => finding(
+            Level::Ok,
+            "config dir",
+            format!("{} is readable by qemu's user", root.display()),
+        ),
+        (true, Some(p)) => finding(
+            Level::Fail,
+            "config dir",
+            format!(
+                "{} is closed to qemu's user: `chmod o+rx {}` so the 9p share can be read",
+                p.display(),
+                p.display()
+            ),
+        ),
+    }
+}
+
+/// The base image's format and size, or why it cannot be used.
+fn base_image(hv: &Hypervisor, config: &Config) -> Finding {
+    match base_image_info(hv, &config.base_image) {
+        Ok((size, format)) => finding(
+            Level::Ok,
+            "base image",
+            format!(
+                "{} ({format}, {} MiB virtual)",
+                config.base_image.display(),
+                size >> 20
+            ),
+        ),
+        Err(e) => finding(Level::Fail, "base image", format!("{e:#}")),
+    }
+}
+
+/// The VLAN networks of `vlans` and the public network, as create checks them.
+fn attachments(hv: &Hypervisor, config: &Config, vlans: &[Vlan]) -> Vec<Finding> {
+    let mut sides: Vec<(&'static str, &str, Attachment)> = vlans
+        .iter()
+        .map(|v| {
+            let plan = Plan::new(config, *v, VirtType::Qemu);
+            ("vlan network", "vlan", plan.private_nic.attachment)
+        })
+        .collect();
+    sides.push(("public network", "public", config.public_attachment.clone()));
+    sides
+        .into_iter()
+        .map(
+            |(item, side, att)| match attachment::check(hv, &att, side) {
+                Ok(found) => finding(Level::Ok, item, found),
+                Err(e) => finding(Level::Fail, item, format!("{e:#}")),
+            },
+        )
+        .collect()
+}
+
+/// kvm or qemu, and why.
+fn kvm_or_qemu(hv: &Hypervisor, config: &Config) -> Finding {
+    let choice = virt_type::choose(
+        config.virt_type,
+        hv,
+        &config.base_image,
+        &config.lock_dir,
+        true,
+    );
+    let level = if choice.virt_type == VirtType::Kvm {
+        Level::Ok
+    } else {
+        Level::Note
+    };
+    finding(level, "virt type", choice.reason)
 }
 
 /// The report as text, one line per finding.

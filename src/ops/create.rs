@@ -1,22 +1,26 @@
 /*!
-`create` and `rebuild`: make one VLAN's headnode (config dir, AppArmor rule, volumes, domain)
-under that VLAN's lock, undoing what was made if a step fails.
+`create` and `rebuild`: make one VLAN's headnode under that VLAN's lock, step by step (see
+`create_locked`): the config dir, the AppArmor rule, the prerequisites, the storage pool, the
+overlay disk, the cloud-init seed, then the domain, defined and started. A failed step undoes
+what the steps before it made (volumes, domain) and never touches the config dir's contents.
 */
 
 use crate::error::{failure, kind_of, Kind};
 use crate::host::apparmor;
+use crate::host::attachment;
 use crate::host::hostprep;
 use crate::host::hypervisor::{state_word, Hypervisor};
 use crate::host::images::base_image_info;
-use crate::model::config::Attachment;
 use crate::model::machines::Machine;
+use crate::model::plan::Plan;
 use crate::model::vlan::Vlan;
 use crate::ops::report::Reporter;
 use crate::ops::session::{owned_domain, Session};
 use crate::render::domain_xml;
 use crate::render::seed;
 use anyhow::Context;
-use std::path::Path;
+use virt::domain::Domain;
+use virt::storage_pool::StoragePool;
 
 /// Options of `create` (and the create half of `rebuild`).
 #[derive(Debug, Clone, Default)]
@@ -88,186 +92,11 @@ impl Drop for Undo<'_> {
     }
 }
 
-fn check_attachment(hv: &Hypervisor, a: &Attachment, side: &str) -> anyhow::Result<()> {
-    match a {
-        Attachment::Network { name } => match hv.network_active(name)? {
-            Some(true) => Ok(()),
-            Some(false) => Err(failure(
-                Kind::NotFound,
-                format!("{side} network `{name}` is defined but not active: start it with `virsh net-start {name}`"),
-            )),
-            None => Err(failure(
-                Kind::NotFound,
-                format!("{side} network `{name}` does not exist in libvirt: define it (`virsh net-define`) or change {side}_attachment"),
-            )),
-        },
-        Attachment::Bridge { name } | Attachment::Ovs { name } => {
-            if hv.is_local() && !Path::new("/sys/class/net").join(name).exists() {
-                return Err(failure(
-                    Kind::NotFound,
-                    format!("{side} bridge `{name}` does not exist on this host: create it or change {side}_attachment"),
-                ));
-            }
-            Ok(())
-        }
-    }
-}
-
 impl Session {
     /// Create (define and start) the headnode of `vlan`; see the module docs.
     pub fn create(&self, vlan: Vlan, opts: &CreateOptions) -> anyhow::Result<Created> {
         let _lock = hostprep::lock_vlan(&self.config.lock_dir, vlan)?;
         self.create_locked(vlan, opts)
-    }
-
-    fn create_locked(&self, vlan: Vlan, opts: &CreateOptions) -> anyhow::Result<Created> {
-        let out = self.out;
-        let v = Some(vlan);
-        let plan = self.plan(vlan);
-        let existing = owned_domain(&self.hv, vlan)?;
-
-        let dir = hostprep::ensure_config_dir(&plan.config_dir, opts.machines.as_deref())?;
-        if dir.created_dir {
-            out.step(
-                v,
-                format!("created config dir {}", plan.config_dir.display()),
-            );
-        }
-        if dir.created_machines {
-            out.step(v, format!("created empty {}", plan.machines_file.display()));
-        }
-        if dir.installed_machines {
-            out.step(
-                v,
-                format!(
-                    "installed machines file as {}",
-                    plan.machines_file.display()
-                ),
-            );
-        }
-        match apparmor::ensure_rule(&self.config.apparmor_abstraction, &self.config.config_root)? {
-            apparmor::Outcome::Added(p) => out.step(
-                v,
-                format!(
-                    "added `{}` to {}",
-                    apparmor::rule(&self.config.config_root),
-                    p.display()
-                ),
-            ),
-            apparmor::Outcome::AlreadyPresent(p) => {
-                out.detail(v, format!("AppArmor rule already in {}", p.display()))
-            }
-            apparmor::Outcome::NotInUse(p) => out.step(
-                v,
-                format!(
-                    "note: no {}, so AppArmor is not in use for libvirt; nothing to add",
-                    p.display()
-                ),
-            ),
-        }
-
-        if let Some((dom, _)) = existing {
-            let state = state_word(&dom);
-            out.step(
-                v,
-                format!(
-                    "{} already exists ({state}); nothing changed",
-                    plan.domain_name
-                ),
-            );
-            return Ok(Created::Unchanged { state });
-        }
-
-        check_attachment(&self.hv, &plan.private_nic.attachment, "vlan")?;
-        check_attachment(&self.hv, &plan.public_nic.attachment, "public")?;
-        let (base_size, base_format) = base_image_info(&self.hv, &plan.base_image)?;
-        let pool = self.hv.ensure_pool(&plan.pool, &plan.pool_dir)?;
-        for name in [&plan.disk_volume, &plan.seed_volume] {
-            if self.hv.find_volume(&pool, name)?.is_some() {
-                return Err(failure(
-                    Kind::Refused,
-                    format!(
-                        "volume {name} already exists in pool {} but no headnode uses it (left by an \
-                         interrupted run?); check it and remove it with `virsh vol-delete {name} --pool {}`",
-                        plan.pool, plan.pool
-                    ),
-                ));
-            }
-        }
-
-        let mut undo = Undo {
-            hv: &self.hv,
-            out,
-            vlan,
-            steps: Vec::new(),
-        };
-        let capacity = (plan.disk_gib << 30).max(base_size);
-        let xml = domain_xml::overlay_volume(
-            &plan.disk_volume,
-            capacity,
-            &plan.base_image,
-            &base_format,
-        )?;
-        self.hv.create_volume(&pool, &plan.disk_volume, &xml)?;
-        undo.steps.push(UndoStep::Volume {
-            pool: plan.pool.clone(),
-            name: plan.disk_volume.clone(),
-        });
-        out.step(
-            v,
-            format!(
-                "created overlay {} on {}",
-                plan.disk_path().display(),
-                plan.base_image.display()
-            ),
-        );
-
-        let image = seed::iso(&seed::files(&plan)?)?;
-        let xml = domain_xml::seed_volume(&plan.seed_volume, image.len() as u64)?;
-        let vol = self.hv.create_volume(&pool, &plan.seed_volume, &xml)?;
-        undo.steps.push(UndoStep::Volume {
-            pool: plan.pool.clone(),
-            name: plan.seed_volume.clone(),
-        });
-        self.hv
-            .write_volume(&vol, &image)
-            .with_context(|| format!("writing seed {}", plan.seed_volume))?;
-        out.step(
-            v,
-            format!(
-                "wrote cloud-init seed {} ({} KiB)",
-                plan.seed_path().display(),
-                image.len() / 1024
-            ),
-        );
-
-        if self.hv.is_local() {
-            if let Some(dir) = plan.serial_log.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating log dir {}", dir.display()))?;
-            }
-        }
-        let dom = self
-            .hv
-            .define(&plan.domain_name, &domain_xml::domain(&plan)?)?;
-        undo.steps.push(UndoStep::Domain {
-            name: plan.domain_name.clone(),
-        });
-        dom.set_autostart(true).context("turning autostart on")?;
-        out.step(
-            v,
-            format!(
-                "defined {} ({}, autostart on)",
-                plan.domain_name, plan.virt_type
-            ),
-        );
-        if !opts.no_start {
-            dom.create()
-                .with_context(|| format!("starting {}", plan.domain_name))?;
-            out.step(v, format!("started {}", plan.domain_name));
-        }
-        undo.disarm();
-        Ok(Created::New)
     }
 
     /// Tear down (keeping the config dir) and create again; MACs stay the same.
@@ -282,5 +111,209 @@ impl Session {
             Err(e) => return Err(e),
         }
         self.create_locked(vlan, opts)
+    }
+
+    /// The steps of a create, in order, with the VLAN's lock held. The host is prepared even
+    /// for a headnode that exists (so a new `--machines` file is installed); everything after
+    /// that is only for a new one.
+    fn create_locked(&self, vlan: Vlan, opts: &CreateOptions) -> anyhow::Result<Created> {
+        let plan = self.plan(vlan);
+        let existing = owned_domain(&self.hv, vlan)?;
+        self.make_config_dir(&plan, opts.machines.as_deref())?;
+        self.allow_config_share(vlan)?;
+        if let Some((dom, _)) = existing {
+            return Ok(self.leave_existing(&plan, &dom));
+        }
+        let base = self.check_prerequisites(&plan)?;
+        let pool = self.pool_without_leftovers(&plan)?;
+        let mut undo = Undo {
+            hv: &self.hv,
+            out: self.out,
+            vlan,
+            steps: Vec::new(),
+        };
+        self.make_overlay(&plan, &pool, base, &mut undo)?;
+        self.write_seed(&plan, &pool, &mut undo)?;
+        self.define_and_start(&plan, opts.no_start, &mut undo)?;
+        undo.disarm();
+        Ok(Created::New)
+    }
+
+    /// The config dir shared into the guest as `/etc/moc`, with its `machines.txt`.
+    fn make_config_dir(&self, plan: &Plan, machines: Option<&[Machine]>) -> anyhow::Result<()> {
+        let v = Some(plan.vlan);
+        let dir = hostprep::ensure_config_dir(&plan.config_dir, machines)?;
+        if dir.created_dir {
+            self.out.step(
+                v,
+                format!("created config dir {}", plan.config_dir.display()),
+            );
+        }
+        if dir.created_machines {
+            self.out
+                .step(v, format!("created empty {}", plan.machines_file.display()));
+        }
+        if dir.installed_machines {
+            self.out.step(
+                v,
+                format!(
+                    "installed machines file as {}",
+                    plan.machines_file.display()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The AppArmor rule that lets qemu read the config dirs, where AppArmor is in use.
+    fn allow_config_share(&self, vlan: Vlan) -> anyhow::Result<()> {
+        let (out, v) = (self.out, Some(vlan));
+        let config = &self.config;
+        match apparmor::ensure_rule(&config.apparmor_abstraction, &config.config_root)? {
+            apparmor::Outcome::Added(p) => out.step(
+                v,
+                format!(
+                    "added `{}` to {}",
+                    apparmor::rule(&config.config_root),
+                    p.display()
+                ),
+            ),
+            apparmor::Outcome::AlreadyPresent(p) => {
+                out.detail(v, format!("AppArmor rule already in {}", p.display()))
+            }
+            apparmor::Outcome::NotInUse(p) => out.step(
+                v,
+                format!(
+                    "note: no {}, so AppArmor is not in use for libvirt; nothing to add",
+                    p.display()
+                ),
+            ),
+        }
+        Ok(())
+    }
+
+    /// Our headnode exists already: say so and change nothing.
+    fn leave_existing(&self, plan: &Plan, dom: &Domain) -> Created {
+        let state = state_word(dom);
+        self.out.step(
+            Some(plan.vlan),
+            format!(
+                "{} already exists ({state}); nothing changed",
+                plan.domain_name
+            ),
+        );
+        Created::Unchanged { state }
+    }
+
+    /// What must be there before anything is made: both NICs' networks or bridges, and the
+    /// base image, whose size and format this returns.
+    fn check_prerequisites(&self, plan: &Plan) -> anyhow::Result<(u64, String)> {
+        attachment::check(&self.hv, &plan.private_nic.attachment, "vlan")?;
+        attachment::check(&self.hv, &plan.public_nic.attachment, "public")?;
+        base_image_info(&self.hv, &plan.base_image)
+    }
+
+    /// The storage pool, made if needed, refusing to go on if it holds volumes of this headnode
+    /// that no domain uses: they are somebody's to look at, not ours to overwrite.
+    fn pool_without_leftovers(&self, plan: &Plan) -> anyhow::Result<StoragePool> {
+        let pool = self.hv.ensure_pool(&plan.pool, &plan.pool_dir)?;
+        for name in [&plan.disk_volume, &plan.seed_volume] {
+            if self.hv.find_volume(&pool, name)?.is_some() {
+                return Err(failure(
+                    Kind::Refused,
+                    format!(
+                        "volume {name} already exists in pool {} but no headnode uses it (left by an \
+                         interrupted run?); check it and remove it with `virsh vol-delete {name} --pool {}`",
+                        plan.pool, plan.pool
+                    ),
+                ));
+            }
+        }
+        Ok(pool)
+    }
+
+    /// The headnode's disk: a qcow2 overlay on the base image, at least as large as it.
+    fn make_overlay(
+        &self,
+        plan: &Plan,
+        pool: &StoragePool,
+        (base_size, base_format): (u64, String),
+        undo: &mut Undo,
+    ) -> anyhow::Result<()> {
+        let capacity = (plan.disk_gib << 30).max(base_size);
+        let xml = domain_xml::overlay_volume(
+            &plan.disk_volume,
+            capacity,
+            &plan.base_image,
+            &base_format,
+        )?;
+        self.hv.create_volume(pool, &plan.disk_volume, &xml)?;
+        undo.steps.push(UndoStep::Volume {
+            pool: plan.pool.clone(),
+            name: plan.disk_volume.clone(),
+        });
+        self.out.step(
+            Some(plan.vlan),
+            format!(
+                "created overlay {} on {}",
+                plan.disk_path().display(),
+                plan.base_image.display()
+            ),
+        );
+        Ok(())
+    }
+
+    /// The cloud-init seed, rendered, packed as an ISO image and written into its volume.
+    fn write_seed(&self, plan: &Plan, pool: &StoragePool, undo: &mut Undo) -> anyhow::Result<()> {
+        let image = seed::iso(&seed::files(plan)?)?;
+        let xml = domain_xml::seed_volume(&plan.seed_volume, image.len() as u64)?;
+        let vol = self.hv.create_volume(pool, &plan.seed_volume, &xml)?;
+        undo.steps.push(UndoStep::Volume {
+            pool: plan.pool.clone(),
+            name: plan.seed_volume.clone(),
+        });
+        self.hv
+            .write_volume(&vol, &image)
+            .with_context(|| format!("writing seed {}", plan.seed_volume))?;
+        self.out.step(
+            Some(plan.vlan),
+            format!(
+                "wrote cloud-init seed {} ({} KiB)",
+                plan.seed_path().display(),
+                image.len() / 1024
+            ),
+        );
+        Ok(())
+    }
+
+    /// The domain, defined with autostart on, and started unless `no_start`.
+    fn define_and_start(&self, plan: &Plan, no_start: bool, undo: &mut Undo) -> anyhow::Result<()> {
+        let v = Some(plan.vlan);
+        if self.hv.is_local() {
+            if let Some(dir) = plan.serial_log.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating log dir {}", dir.display()))?;
+            }
+        }
+        let dom = self
+            .hv
+            .define(&plan.domain_name, &domain_xml::domain(plan)?)?;
+        undo.steps.push(UndoStep::Domain {
+            name: plan.domain_name.clone(),
+        });
+        dom.set_autostart(true).context("turning autostart on")?;
+        self.out.step(
+            v,
+            format!(
+                "defined {} ({}, autostart on)",
+                plan.domain_name, plan.virt_type
+            ),
+        );
+        if !no_start {
+            dom.create()
+                .with_context(|| format!("starting {}", plan.domain_name))?;
+            self.out.step(v, format!("started {}", plan.domain_name));
+        }
+        Ok(())
     }
 }
