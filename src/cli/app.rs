@@ -135,7 +135,7 @@ fn check(g: &GlobalArgs, config: &Config, vlans: Option<&str>) -> anyhow::Result
     };
     on_this_machine(&g.connect, "check")?;
     let hv = Hypervisor::connect(&g.connect);
-    let findings = check::run(config, hv.as_ref().map_err(|e| format!("{e:#}")), &vlans);
+    let findings = check::run(config, hv.as_ref(), &vlans);
     print!("{}", check::render(&findings));
     let failed = findings
         .iter()
@@ -276,7 +276,7 @@ fn dry_run(uri: &str, config: &Config, vlans: &[Vlan]) -> anyhow::Result<()> {
             &config.lock_dir,
             false,
         ),
-        Err(e) => virt_type::decide(config.virt_type, false, || Err(format!("{e:#}"))),
+        Err(e) => virt_type::decide(config.virt_type, false, || Err(e)),
     };
     eprintln!("virt type: {}", choice.reason);
     for &v in vlans {

@@ -20,7 +20,8 @@ use crate::host::images::base_image_info;
 use crate::model::config::VirtTypeChoice;
 use crate::model::console::BOOT_SIGN;
 use crate::model::plan::VirtType;
-use anyhow::{bail, Context};
+use crate::render::domain_xml;
+use anyhow::{anyhow, bail, Context};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ pub struct Choice {
 pub fn decide(
     choice: VirtTypeChoice,
     libvirt_offers_kvm: bool,
-    probe: impl FnOnce() -> Result<String, String>,
+    probe: impl FnOnce() -> anyhow::Result<String>,
 ) -> Choice {
     match choice {
         VirtTypeChoice::Kvm => Choice {
@@ -73,7 +74,7 @@ pub fn decide(
             Err(why) => Choice {
                 virt_type: VirtType::Qemu,
                 reason: format!(
-                    "qemu (TCG): libvirt offers kvm but a test guest did not run on it ({why}); \
+                    "qemu (TCG): libvirt offers kvm but a test guest did not run on it ({why:#}); \
                      nested KVM often does this. Force it with --virt-type kvm if you know better"
                 ),
             },
@@ -96,7 +97,7 @@ pub fn choose(
         if !hv.is_local() {
             return Ok("the remote libvirt offers it (not probed from here)".into());
         }
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+        let exe = std::env::current_exe().context("cannot find my own binary")?;
         probe_in_child(&exe, PROBE_TIMEOUT)?;
         if may_boot {
             cached_boot_probe(hv, base_image, cache_dir)?;
@@ -104,10 +105,10 @@ pub fn choose(
             cache_key(base_image)
                 .and_then(|key| cached_verdict(&key, cache_dir))
                 .unwrap_or_else(|| {
-                    Err(
-                    "not probed in a dry run: a real run boots the base image under KVM to decide"
-                        .into(),
-                )
+                    Err(anyhow!(
+                        "not probed in a dry run: a real run boots the base image under KVM to \
+                         decide"
+                    ))
                 })?;
         }
         Ok(format!(
@@ -135,7 +136,7 @@ fn cache_key(base_image: &Path) -> Option<String> {
 }
 
 /// The boot probe verdict cached under `key` (see [`cache_key`]), if there is one.
-fn cached_verdict(key: &str, cache_dir: &Path) -> Option<Result<(), String>> {
+fn cached_verdict(key: &str, cache_dir: &Path) -> Option<anyhow::Result<()>> {
     let cache = cache_dir.join("kvm-boot-probe");
     let text = std::fs::read_to_string(&cache).ok()?;
     let mut lines = text.lines();
@@ -144,7 +145,7 @@ fn cached_verdict(key: &str, cache_dir: &Path) -> Option<Result<(), String>> {
     }
     Some(match lines.next() {
         Some("ok") => Ok(()),
-        _ => Err(format!(
+        _ => Err(anyhow!(
             "{} (cached in {})",
             lines.collect::<Vec<_>>().join(" "),
             cache.display()
@@ -152,9 +153,9 @@ fn cached_verdict(key: &str, cache_dir: &Path) -> Option<Result<(), String>> {
     })
 }
 
-fn cached_boot_probe(hv: &Hypervisor, base_image: &Path, cache_dir: &Path) -> Result<(), String> {
+fn cached_boot_probe(hv: &Hypervisor, base_image: &Path, cache_dir: &Path) -> anyhow::Result<()> {
     let key = cache_key(base_image)
-        .ok_or_else(|| format!("base image {} is not readable", base_image.display()))?;
+        .ok_or_else(|| anyhow!("base image {} is not readable", base_image.display()))?;
     if let Some(verdict) = cached_verdict(&key, cache_dir) {
         return verdict;
     }
@@ -162,7 +163,7 @@ fn cached_boot_probe(hv: &Hypervisor, base_image: &Path, cache_dir: &Path) -> Re
     let _ = std::fs::create_dir_all(cache_dir);
     let body = match &verdict {
         Ok(()) => format!("{key}\nok\n"),
-        Err(why) => format!("{key}\nfailed\n{why}\n"),
+        Err(why) => format!("{key}\nfailed\n{why:#}\n"),
     };
     let _ = std::fs::write(cache_dir.join("kvm-boot-probe"), body);
     verdict
@@ -174,20 +175,17 @@ pub fn boot_probe(
     base_image: &Path,
     work_dir: &Path,
     timeout: Duration,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     use virt::domain::DomainState;
     use virt::enumutil::Enum;
-    let (_, format) = base_image_info(hv, base_image).map_err(|e| format!("{e:#}"))?;
+    let (_, format) = base_image_info(hv, base_image)?;
     let name = format!("mkheadnode-kvm-probe-{}", std::process::id());
     std::fs::create_dir_all(work_dir)
-        .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+        .with_context(|| format!("creating {}", work_dir.display()))?;
     let log = work_dir.join(format!("{name}.log"));
     let _ = std::fs::remove_file(&log);
-    let xml = crate::render::domain_xml::kvm_probe(&name, base_image, &format, &log)
-        .map_err(|e| format!("{e:#}"))?;
-    let dom = hv
-        .start_transient(&name, &xml)
-        .map_err(|e| format!("{e:#}"))?;
+    let xml = domain_xml::kvm_probe(&name, base_image, &format, &log)?;
+    let dom = hv.start_transient(&name, &xml)?;
     let start = Instant::now();
     let verdict = loop {
         if std::fs::read_to_string(&log).is_ok_and(|t| t.contains(BOOT_SIGN)) {
@@ -195,15 +193,15 @@ pub fn boot_probe(
         }
         match dom.state().map(|(s, _)| s) {
             Ok(Enum::Known(DomainState::Paused)) => {
-                break Err(format!(
+                break Err(anyhow!(
                     "qemu paused the test guest (KVM internal error; see /var/log/libvirt/qemu/{name}.log)"
                 ))
             }
             Ok(Enum::Known(DomainState::Running)) | Ok(Enum::Known(DomainState::Blocked)) => {}
-            other => break Err(format!("the test guest stopped ({other:?})")),
+            other => break Err(anyhow!("the test guest stopped ({other:?})")),
         }
         if start.elapsed() >= timeout {
-            break Err(format!(
+            break Err(anyhow!(
                 "the test guest's kernel said nothing within {} s",
                 timeout.as_secs()
             ));
@@ -216,14 +214,14 @@ pub fn boot_probe(
 }
 
 /// Run the probe in a child process of `exe` (the mkheadnode binary), killing it on timeout.
-pub fn probe_in_child(exe: &Path, timeout: Duration) -> Result<(), String> {
+pub fn probe_in_child(exe: &Path, timeout: Duration) -> anyhow::Result<()> {
     let mut child = Command::new(exe)
         .arg(PROBE_ARG)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("could not start the probe: {e}"))?;
+        .context("could not start the probe")?;
     let start = Instant::now();
     loop {
         match child.try_wait() {
@@ -234,18 +232,18 @@ pub fn probe_in_child(exe: &Path, timeout: Duration) -> Result<(), String> {
                     use std::io::Read;
                     let _ = err.read_to_string(&mut msg);
                 }
-                return Err(msg.trim().to_string());
+                bail!("{}", msg.trim());
             }
             Ok(None) if start.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                bail!(
                     "the vCPU did not reach `hlt` within {} s",
                     timeout.as_secs()
-                ));
+                );
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for the probe: {e}")),
+            Err(e) => return Err(e).context("waiting for the probe"),
         }
     }
 }
@@ -305,7 +303,7 @@ mod tests {
 
     #[test]
     fn forced_choices_skip_the_probe() {
-        let never = || -> Result<String, String> { panic!("probe must not run") };
+        let never = || -> anyhow::Result<String> { panic!("probe must not run") };
         assert_eq!(
             decide(VirtTypeChoice::Kvm, false, never).virt_type,
             VirtType::Kvm
@@ -318,7 +316,7 @@ mod tests {
 
     #[test]
     fn auto_needs_libvirt_and_the_probe() {
-        let never = || -> Result<String, String> { panic!("probe must not run") };
+        let never = || -> anyhow::Result<String> { panic!("probe must not run") };
         let c = decide(VirtTypeChoice::Auto, false, never);
         assert_eq!(c.virt_type, VirtType::Qemu);
         assert!(c.reason.contains("offers no kvm"));
@@ -327,7 +325,7 @@ mod tests {
             (c.virt_type, c.reason.as_str()),
             (VirtType::Kvm, "kvm: it booted")
         );
-        let c = decide(VirtTypeChoice::Auto, true, || Err("hung".into()));
+        let c = decide(VirtTypeChoice::Auto, true, || Err(anyhow!("hung")));
         assert_eq!(c.virt_type, VirtType::Qemu);
         assert!(c.reason.contains("hung"), "{}", c.reason);
     }
@@ -345,7 +343,10 @@ mod tests {
         .unwrap();
         // A cached verdict is used without touching libvirt (the test driver could not boot it).
         let hv = Hypervisor::connect("test:///default").unwrap();
-        let err = cached_boot_probe(&hv, &image, dir.path()).unwrap_err();
+        let err = format!(
+            "{:#}",
+            cached_boot_probe(&hv, &image, dir.path()).unwrap_err()
+        );
         assert!(err.contains("it paused") && err.contains("cached"), "{err}");
         std::fs::write(dir.path().join("kvm-boot-probe"), format!("{key}\nok\n")).unwrap();
         assert!(cached_boot_probe(&hv, &image, dir.path()).is_ok());
@@ -363,7 +364,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let start = Instant::now();
-        let err = probe_in_child(&script, Duration::from_millis(300)).unwrap_err();
+        let err = format!(
+            "{:#}",
+            probe_in_child(&script, Duration::from_millis(300)).unwrap_err()
+        );
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(err.contains("did not reach"), "{err}");
     }

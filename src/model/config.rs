@@ -183,30 +183,73 @@ impl Config {
         }
     }
 
-    /// Check values that parse but make no sense.
+    /// Check values that parse but make no sense, one section at a time (sizes, paths,
+    /// attachments, addressing, keys). Each error names the key and its value.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let bad = |m: String| Err(failure(Kind::Usage, m));
+        self.validate_sizes()?;
+        self.validate_paths()?;
+        self.validate_attachments()?;
+        self.addressing.validate()?;
+        validate_keys(&self.ssh_authorized_keys)
+    }
+
+    /// The headnode's size, and the storage pool's name.
+    fn validate_sizes(&self) -> anyhow::Result<()> {
         if self.memory_mib < 256 {
-            return bad(format!(
+            return Err(bad(format!(
                 "memory_mib = {} is too small: a headnode needs at least 256",
                 self.memory_mib
-            ));
+            )));
         }
         if self.vcpus == 0 || self.vcpus > 64 {
-            return bad(format!(
+            return Err(bad(format!(
                 "vcpus = {} is out of range: use 1 to 64",
                 self.vcpus
-            ));
+            )));
         }
         if self.disk_gib == 0 {
-            return bad("disk_gib must be at least 1".into());
+            return Err(bad(format!(
+                "disk_gib = {} is too small: use at least 1",
+                self.disk_gib
+            )));
         }
         if self.pool.is_empty() || self.pool.contains('/') {
-            return bad(format!(
-                "pool = `{}` is not a usable storage pool name",
+            return Err(bad(format!(
+                "pool = `{}` is not a usable storage pool name: use a name without `/`",
                 self.pool
+            )));
+        }
+        Ok(())
+    }
+
+    /// The public side cannot be a trunk, and every name must be one a network or bridge can
+    /// have.
+    fn validate_attachments(&self) -> anyhow::Result<()> {
+        if matches!(self.public_attachment, Attachment::Ovs { .. }) {
+            return Err(bad(
+                "public_attachment.kind = \"ovs\" is for the VLAN side only: use `network` or \
+                 `bridge` for the public side"
+                    .into(),
             ));
         }
+        for (key, attachment) in [
+            ("vlan_attachment", &self.vlan_attachment),
+            ("public_attachment", &self.public_attachment),
+        ] {
+            let (Attachment::Network { name }
+            | Attachment::Bridge { name }
+            | Attachment::Ovs { name }) = attachment;
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(bad(format!(
+                    "{key}.name = `{name}` is not a usable name: it is empty or has white space"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every path must be absolute: they are paths on the hypervisor, whatever the working dir.
+    fn validate_paths(&self) -> anyhow::Result<()> {
         for (key, p) in [
             ("base_image", &self.base_image),
             ("pool_dir", &self.pool_dir),
@@ -216,69 +259,78 @@ impl Config {
             ("log_dir", &self.log_dir),
         ] {
             if !p.is_absolute() {
-                return bad(format!(
+                return Err(bad(format!(
                     "{key} = `{}` must be an absolute path",
                     p.display()
-                ));
-            }
-        }
-        if matches!(self.public_attachment, Attachment::Ovs { .. }) {
-            return bad("public_attachment cannot be `ovs`: use `network` or `bridge`".into());
-        }
-        for (key, a) in [
-            ("vlan_attachment", &self.vlan_attachment),
-            ("public_attachment", &self.public_attachment),
-        ] {
-            let (Attachment::Network { name }
-            | Attachment::Bridge { name }
-            | Attachment::Ovs { name }) = a;
-            if name.is_empty() || name.contains(char::is_whitespace) {
-                return bad(format!("{key}.name = `{name}` is not a usable name"));
-            }
-        }
-        let a = &self.addressing;
-        for (key, p) in [
-            ("private_prefix", a.private_prefix),
-            ("management_prefix", a.management_prefix),
-        ] {
-            if !(8..=30).contains(&p) {
-                return bad(format!(
-                    "addressing.{key} = {p} is out of range: use 8 to 30"
-                ));
-            }
-        }
-        let net = |ip: Ipv4Addr| Ipv4Net::of(ip, a.private_prefix).network;
-        for (key, ip) in [
-            ("dhcp_range_start", a.dhcp_range_start),
-            ("dhcp_range_end", a.dhcp_range_end),
-        ] {
-            if net(ip) != net(a.private_address) {
-                return bad(format!(
-                    "addressing.{key} = {ip} is outside the private network {}/{}",
-                    net(a.private_address),
-                    a.private_prefix
-                ));
-            }
-        }
-        if u32::from(a.dhcp_range_start) > u32::from(a.dhcp_range_end) {
-            return bad("addressing.dhcp_range_start is above dhcp_range_end".into());
-        }
-        let host = u32::from(a.private_address);
-        if (u32::from(a.dhcp_range_start)..=u32::from(a.dhcp_range_end)).contains(&host) {
-            return bad(format!(
-                "addressing.private_address {} lies inside the DHCP range: move one of them",
-                a.private_address
-            ));
-        }
-        for key in &self.ssh_authorized_keys {
-            if key.contains('\n') || key.split_whitespace().count() < 2 {
-                return bad(format!(
-                    "ssh_authorized_keys: `{key}` is not a one-line public key"
-                ));
+                )));
             }
         }
         Ok(())
     }
+}
+
+impl Addressing {
+    /// The prefixes, and the DHCP range inside the private network without the headnode's own
+    /// address in it.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (key, p) in [
+            ("private_prefix", self.private_prefix),
+            ("management_prefix", self.management_prefix),
+        ] {
+            if !(8..=30).contains(&p) {
+                return Err(bad(format!(
+                    "addressing.{key} = {p} is out of range: use 8 to 30"
+                )));
+            }
+        }
+        let net = |ip: Ipv4Addr| Ipv4Net::of(ip, self.private_prefix).network;
+        for (key, ip) in [
+            ("dhcp_range_start", self.dhcp_range_start),
+            ("dhcp_range_end", self.dhcp_range_end),
+        ] {
+            if net(ip) != net(self.private_address) {
+                return Err(bad(format!(
+                    "addressing.{key} = {ip} is outside the private network {}/{}",
+                    net(self.private_address),
+                    self.private_prefix
+                )));
+            }
+        }
+        let (start, end) = (self.dhcp_range_start, self.dhcp_range_end);
+        if u32::from(start) > u32::from(end) {
+            return Err(bad(format!(
+                "addressing.dhcp_range_start = {start} is above addressing.dhcp_range_end = \
+                 {end}: swap them"
+            )));
+        }
+        let host = u32::from(self.private_address);
+        if (u32::from(start)..=u32::from(end)).contains(&host) {
+            return Err(bad(format!(
+                "addressing.private_address = {} lies inside the DHCP range {start} to {end}: \
+                 move one of them",
+                self.private_address
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Each key must be one line of `<type> <key> [comment]`.
+fn validate_keys(keys: &[String]) -> anyhow::Result<()> {
+    for (i, key) in keys.iter().enumerate() {
+        if key.contains('\n') || key.split_whitespace().count() < 2 {
+            return Err(bad(format!(
+                "ssh_authorized_keys[{i}] = `{key}` is not a one-line public key: write it as \
+                 `<type> <key> [comment]`, as in ~/.ssh/id_ed25519.pub"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A configuration error (exit status 2).
+fn bad(message: String) -> anyhow::Error {
+    failure(Kind::Usage, message)
 }
 
 #[cfg(test)]
@@ -349,12 +401,20 @@ mod tests {
             ("vcpus = 0", "vcpus"),
             ("base_image = \"relative.qcow2\"", "absolute"),
             ("[public_attachment]\nkind = \"ovs\"\nname = \"x\"", "ovs"),
+            ("disk_gib = 0", "disk_gib = 0"),
+            ("pool = \"a/b\"", "pool = `a/b`"),
+            ("[vlan_attachment]\nkind = \"bridge\"\nname = \"\"", "vlan_attachment.name"),
+            ("[addressing]\nprivate_prefix = 31", "addressing.private_prefix = 31"),
             ("[addressing]\ndhcp_range_start = \"10.1.1.1\"", "outside"),
+            (
+                "[addressing]\ndhcp_range_start = \"192.168.10.99\"\ndhcp_range_end = \"192.168.10.9\"",
+                "dhcp_range_start = 192.168.10.99 is above",
+            ),
             (
                 "[addressing]\ndhcp_range_end = \"192.168.10.254\"",
                 "inside the DHCP range",
             ),
-            ("ssh_authorized_keys = [\"nokey\"]", "public key"),
+            ("ssh_authorized_keys = [\"nokey\"]", "ssh_authorized_keys[0] = `nokey`"),
         ] {
             let msg = format!("{:#}", parse(text).unwrap_err());
             assert!(msg.contains(needle), "{text}: {msg}");

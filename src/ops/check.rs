@@ -65,7 +65,11 @@ pub fn first_closed_dir(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Look at the host. `hv` is the connection, or why there is none.
-pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> Vec<Finding> {
+pub fn run(
+    config: &Config,
+    hv: Result<&Hypervisor, &anyhow::Error>,
+    vlans: &[Vlan],
+) -> Vec<Finding> {
     let mut out = vec![libvirt(&hv)];
     let hv = hv.ok();
     out.push(security(hv));
@@ -80,10 +84,10 @@ pub fn run(config: &Config, hv: Result<&Hypervisor, String>, vlans: &[Vlan]) -> 
 }
 
 /// The connection to libvirt, or why there is none.
-fn libvirt(hv: &Result<&Hypervisor, String>) -> Finding {
+fn libvirt(hv: &Result<&Hypervisor, &anyhow::Error>) -> Finding {
     match hv {
         Ok(hv) => finding(Level::Ok, "libvirt", format!("connected to {}", hv.uri())),
-        Err(why) => finding(Level::Fail, "libvirt", why.as_str()),
+        Err(why) => finding(Level::Fail, "libvirt", format!("{why:#}")),
     }
 }
 
