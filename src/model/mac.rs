@@ -9,13 +9,6 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mac(pub [u8; 6]);
 
-impl Mac {
-    /// The pxelinux per-host config name: `01-aa-bb-cc-dd-ee-ff`.
-    pub fn pxelinux_name(&self) -> String {
-        format!("01-{}", self.to_string().replace(':', "-"))
-    }
-}
-
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
@@ -75,7 +68,6 @@ mod tests {
         let b: Mac = "aa-BB-0c-DD-ee-01".parse().unwrap();
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "aa:bb:0c:dd:ee:01");
-        assert_eq!(a.pxelinux_name(), "01-aa-bb-0c-dd-ee-01");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 /*!
-The operations an operator runs: create, teardown, rebuild, list and status.
+The operations an operator runs: create, rebuild, teardown, list and status ([`session`],
+[`create`], [`teardown`], [`status`]), the host [`check`], and the [`wait`] for headnodes to be
+ready; [`report`] is what the operator sees meanwhile.
 
-Each works on one VLAN at a time under that VLAN's lock; the bulk forms run the VLANs one
-after another, independently, and sum up. A failed create undoes what it made (volumes,
+Each operation works on one VLAN under that VLAN's lock; the bulk forms run up to `--jobs`
+VLANs at once, each independently, and sum up. A failed create undoes what it made (volumes,
 domain) and never touches the config dir's contents. A domain named like ours but without our
 metadata is never touched.
 */

@@ -6,7 +6,7 @@ and the virt type decided once for all of them.
 use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
 use crate::host::virt_type::{self, Choice};
-use crate::model::config::{Config, VirtTypeChoice};
+use crate::model::config::Config;
 use crate::model::plan::{domain_name, Plan, VirtType};
 use crate::model::vlan::Vlan;
 use crate::ops::report::Reporter;
@@ -22,8 +22,7 @@ pub struct Session {
     pub hv: Hypervisor,
     /// Where progress goes.
     pub out: Reporter,
-    /// The operator's virt type choice, decided on first use (teardown never needs it).
-    pub virt_choice: VirtTypeChoice,
+    /// The configuration's virt type choice, decided on first use (teardown never needs it).
     decided: OnceLock<Choice>,
 }
 
@@ -50,7 +49,6 @@ impl Session {
     /// A session over `hv` with `config`.
     pub fn new(config: Config, hv: Hypervisor, out: Reporter) -> Session {
         Session {
-            virt_choice: config.virt_type,
             config,
             hv,
             out,
@@ -63,7 +61,7 @@ impl Session {
         self.decided
             .get_or_init(|| {
                 let choice = virt_type::choose(
-                    self.virt_choice,
+                    self.config.virt_type,
                     &self.hv,
                     &self.config.base_image,
                     &self.config.lock_dir,

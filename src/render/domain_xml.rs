@@ -123,13 +123,12 @@ pub fn kvm_probe(
     render(KVM_PROBE, "kvm-probe.xml", &ctx)
 }
 
-/// What our `<metadata>` element records about a headnode.
+/// What our `<metadata>` element records about a headnode and mkheadnode reads back. (It also
+/// records the mkheadnode version that made the domain, for people; nothing reads that.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
     /// The VLAN.
     pub vlan: Vlan,
-    /// mkheadnode version that created it.
-    pub version: String,
     /// MAC of NIC 1 (VLAN side).
     pub private_mac: Mac,
     /// MAC of NIC 2 (public side).
@@ -196,7 +195,6 @@ pub fn parse_metadata(xml: &str) -> anyhow::Result<Metadata> {
     };
     Ok(Metadata {
         vlan: get("vlan")?.parse()?,
-        version: get("version")?,
         private_mac: get("private-mac")?.parse()?,
         public_mac: get("public-mac")?.parse()?,
         pool: get("pool")?,
@@ -358,6 +356,9 @@ mod tests {
         let meta = parse_metadata(&unprefixed).unwrap();
         assert_eq!(meta.vlan.id(), 9);
         assert_eq!(meta.config_dir, PathBuf::from("/c&d"));
+        // The version is for people: metadata without it is still ours.
+        let unversioned = unprefixed.replace("<version>0.1.0</version>", "");
+        assert_eq!(parse_metadata(&unversioned).unwrap(), meta);
         assert!(parse_metadata("<headnode><vlan>9</vlan></headnode>").is_err());
     }
 
