@@ -5,6 +5,7 @@ Running a parsed command line: load settings, connect, dispatch, and sum up bulk
 use crate::cli::args::{Cli, Command, CreateArgs, GlobalArgs};
 use crate::error::{failure, kind_of, Kind};
 use crate::host::hypervisor::{uri_is_local, Hypervisor};
+use crate::host::kvm_probe;
 use crate::host::virt_type;
 use crate::model::config::Config;
 use crate::model::machines;
@@ -23,7 +24,7 @@ use std::time::Duration;
 /// Run the command line; the error's kind decides the exit status.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::KvmProbe) = cli.command {
-        return virt_type::run_probe();
+        return kvm_probe::run_probe();
     }
     let g = &cli.global;
     let out = reporter(g);

@@ -83,7 +83,7 @@ pub enum Command {
         vlans: Option<String>,
     },
     /// Internal: run the KVM probe (used by virt-type auto).
-    #[command(name = crate::host::virt_type::PROBE_ARG, hide = true)]
+    #[command(name = crate::host::kvm_probe::PROBE_ARG, hide = true)]
     KvmProbe,
 }
 

@@ -10,4 +10,5 @@ pub mod attachment;
 pub mod hostprep;
 pub mod hypervisor;
 pub mod images;
+pub mod kvm_probe;
 pub mod virt_type;
