@@ -2,10 +2,11 @@
 The error categories that decide mkheadnode's exit status.
 
 Everything below `main` returns `anyhow::Result`; where the category matters, the root of the
-chain is a [`Failure`] (or a libvirt error), and [`exit_code`] finds it.
+chain is a [`Failure`] (or a libvirt error), and [`kind_of`] finds it.
 */
 
 use std::fmt;
+use virt::error::Error as VirtError;
 
 /// What went wrong, as far as the exit status is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub fn kind_of(err: &anyhow::Error) -> Kind {
             return f.kind;
         }
     }
-    if err.chain().any(|c| c.is::<virt::error::Error>()) {
+    if err.chain().any(|c| c.is::<VirtError>()) {
         return Kind::Libvirt;
     }
     Kind::Other

@@ -2,7 +2,7 @@
 //! (Redfish), each driving a small libvirt domain on `qemu:///system`, and a digest-auth AMT
 //! form handler. The tool runs exactly as in the guest (`python3 mkheadnode-link`).
 
-use crate::support::{free_port, run, virsh};
+use crate::support::{free_port, run, virsh, SYSTEM_URI};
 use mkheadnode::render::seed;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const URI: &str = crate::support::SYSTEM_URI;
+const URI: &str = SYSTEM_URI;
 
 fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);

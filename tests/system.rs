@@ -2,12 +2,12 @@
 //! in a sandbox of its own (VLAN, isolated networks, pool, config root, AppArmor file copy),
 //! and removes every trace on drop, also when it fails.
 
-use crate::support::{mkheadnode, run, virsh, virt_xml_validate, OpenDir};
+use crate::support::{mkheadnode, run, virsh, virt_xml_validate, OpenDir, SYSTEM_URI};
 use mkheadnode::render::domain_xml::live_facts;
 use std::path::PathBuf;
 use std::process::Command;
 
-const URI: &str = crate::support::SYSTEM_URI;
+const URI: &str = SYSTEM_URI;
 
 struct Sandbox {
     dir: OpenDir,

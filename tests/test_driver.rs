@@ -1,6 +1,7 @@
 //! Our libvirt calls against libvirt's in-memory test driver (`test:///default`): fast, and
 //! no daemon needed. The real driver is exercised in `system`.
 
+use mkheadnode::error::{kind_of, Kind};
 use mkheadnode::host::hypervisor::Hypervisor;
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
@@ -52,10 +53,7 @@ fn a_domain_without_our_metadata_is_refused() {
                <os><type>hvm</type></os></domain>";
     let foreign = hv.define("headnode-3002", xml).unwrap();
     let err = owned_domain(&hv, vlan).unwrap_err();
-    assert_eq!(
-        mkheadnode::error::kind_of(&err),
-        mkheadnode::error::Kind::Refused
-    );
+    assert_eq!(kind_of(&err), Kind::Refused);
     assert!(format!("{err:#}").contains("not made by mkheadnode"));
     assert!(!hv.headnodes().unwrap().iter().any(|(_, m)| m.vlan == vlan));
     foreign.undefine().unwrap();
@@ -93,9 +91,6 @@ fn bad_uri_is_a_libvirt_error_with_advice() {
     let err = Hypervisor::connect("bogus:///nowhere")
         .err()
         .expect("must fail");
-    assert_eq!(
-        mkheadnode::error::kind_of(&err),
-        mkheadnode::error::Kind::Libvirt
-    );
+    assert_eq!(kind_of(&err), Kind::Libvirt);
     assert!(format!("{err:#}").contains("libvirtd"), "{err:#}");
 }

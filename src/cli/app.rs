@@ -307,8 +307,8 @@ fn each(
         return f(*v).map(|_| ()).with_context(|| format!("VLAN {v}"));
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<anyhow::Result<&'static str>>>> =
-        vlans.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<anyhow::Result<&'static str>>>> =
+        vlans.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, vlans.len()) {
             scope.spawn(|| loop {
@@ -318,14 +318,14 @@ fn each(
                 if let Err(e) = &result {
                     out.error(Some(v), e);
                 }
-                *results[i].lock().expect("no worker panics holding it") = Some(result);
+                *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
             });
         }
     });
     let mut failed: Vec<(Vlan, Kind)> = Vec::new();
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
     for (&v, slot) in vlans.iter().zip(results) {
-        match slot.into_inner().expect("no worker panics holding it") {
+        match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
             Some(Ok(what)) => *counts.entry(what).or_default() += 1,
             Some(Err(e)) => failed.push((v, kind_of(&e))),
             None => unreachable!("every VLAN is taken by a worker"),

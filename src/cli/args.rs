@@ -3,6 +3,8 @@ The command line: clap definitions, and turning flags into settings layered over
 file.
 */
 
+use crate::host::hypervisor::DEFAULT_URI;
+use crate::host::kvm_probe::PROBE_ARG;
 use crate::model::config::{Attachment, Config, VirtTypeChoice};
 use clap::{Args, Parser, Subcommand};
 use std::net::Ipv4Addr;
@@ -83,7 +85,7 @@ pub enum Command {
         vlans: Option<String>,
     },
     /// Internal: run the KVM probe (used by virt-type auto).
-    #[command(name = crate::host::kvm_probe::PROBE_ARG, hide = true)]
+    #[command(name = PROBE_ARG, hide = true)]
     KvmProbe,
 }
 
@@ -124,7 +126,7 @@ impl CreateArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
     /// libvirt URI.
-    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI", default_value = crate::host::hypervisor::DEFAULT_URI)]
+    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI", default_value = DEFAULT_URI)]
     pub connect: String,
     /// Config file (default /etc/mkheadnode/config.toml, if it exists).
     #[arg(long, global = true, value_name = "FILE")]
@@ -266,6 +268,7 @@ use anyhow::Context as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{kind_of, Kind};
     use clap::CommandFactory;
 
     #[test]
@@ -362,6 +365,6 @@ mod tests {
         .is_err());
         let cli = Cli::try_parse_from(["mkheadnode", "1", "--vcpus", "0"]).unwrap();
         let err = cli.global.apply(Config::default()).unwrap_err();
-        assert_eq!(crate::error::kind_of(&err), crate::error::Kind::Usage);
+        assert_eq!(kind_of(&err), Kind::Usage);
     }
 }

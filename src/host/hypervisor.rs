@@ -13,7 +13,7 @@ use std::path::Path;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::enumutil::Enum;
-use virt::error::{Error as VirtError, ErrorNumber};
+use virt::error::{clear_error_callback, Error as VirtError, ErrorNumber};
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
@@ -61,7 +61,7 @@ pub fn uri_is_local(uri: &str) -> bool {
 impl Hypervisor {
     /// Connect to `uri`.
     pub fn connect(uri: &str) -> anyhow::Result<Hypervisor> {
-        virt::error::clear_error_callback();
+        clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| {
             failure(
                 Kind::Libvirt,

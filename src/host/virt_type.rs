@@ -4,8 +4,8 @@ Choosing between kvm and qemu (TCG).
 libvirt's capabilities say whether `/dev/kvm` is there, not whether a guest runs on it: under
 nested virtualization a KVM guest can hang, or stop with "KVM internal error ... emulation
 failure" (seen here: extlinux's protected-mode code, after the firmware ran fine). So in
-`auto` mode, on a local hypervisor, mkheadnode runs the [KVM probes](crate::host::kvm_probe): a vCPU must reach
-`hlt`, and the base image must boot under KVM until its kernel speaks.
+`auto` mode, on a local hypervisor, mkheadnode runs the [KVM probes](crate::host::kvm_probe):
+a vCPU must reach `hlt`, and the base image must boot under KVM until its kernel speaks.
 
 The boot probe's verdict is cached per host boot and base image, so only the first run pays
 for it.
@@ -67,9 +67,9 @@ pub fn decide(
 }
 
 /// [`decide`] with the real probes for `hv`: on a local hypervisor the `hlt` probe (this very
-/// binary re-run with [`crate::host::kvm_probe::PROBE_ARG`]) and the cached boot probe of `base_image`; on a remote one,
-/// libvirt's word, since nothing here can be run there. With `may_boot` false (a dry run) no
-/// test guest is started: only a cached verdict counts.
+/// binary re-run with [`PROBE_ARG`](crate::host::kvm_probe::PROBE_ARG)) and the cached boot
+/// probe of `base_image`; on a remote one, libvirt's word, since nothing here can be run there.
+/// With `may_boot` false (a dry run) no test guest is started: only a cached verdict counts.
 pub fn choose(
     choice: VirtTypeChoice,
     hv: &Hypervisor,

@@ -336,6 +336,7 @@ fn bad(message: String) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::kind_of;
 
     fn parse(text: &str) -> anyhow::Result<Config> {
         Config::from_toml(text, Path::new("test.toml"))
@@ -424,6 +425,6 @@ mod tests {
     #[test]
     fn missing_explicit_file_is_not_found() {
         let err = Config::load(Some(Path::new("/nonexistent/mkheadnode.toml"))).unwrap_err();
-        assert_eq!(crate::error::kind_of(&err), Kind::NotFound);
+        assert_eq!(kind_of(&err), Kind::NotFound);
     }
 }

@@ -74,6 +74,7 @@ pub fn render(machines: &[Machine]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::kind_of;
 
     #[test]
     fn parses_comments_blanks_and_canonicalises() {
@@ -100,7 +101,7 @@ mod tests {
         let msg = format!("{:#}", load(&path).unwrap_err());
         assert!(msg.contains("in.txt") && msg.contains("line 2"), "{msg}");
         let err = load(&dir.path().join("absent.txt")).unwrap_err();
-        assert_eq!(crate::error::kind_of(&err), Kind::NotFound);
+        assert_eq!(kind_of(&err), Kind::NotFound);
         assert!(format!("{err:#}").contains("absent.txt"));
     }
 

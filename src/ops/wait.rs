@@ -36,15 +36,7 @@ pub fn phase(log: &str, marker: &str) -> &'static str {
 /// Wait until every planned headnode has printed its ready marker, or fail at `timeout`.
 pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> anyhow::Result<()> {
     let start = Instant::now();
-    let bar = if show_progress {
-        ProgressBar::new_spinner()
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}").expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = spinner(show_progress);
     let mut pending: Vec<&Plan> = plans.iter().collect();
     let mut failures: Vec<String> = Vec::new();
     while !pending.is_empty() {
@@ -65,16 +57,7 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
                     false
                 }
                 "failed" => {
-                    let why = log
-                        .lines()
-                        .find(|l| l.contains(SETUP_FAILED))
-                        .map(|l| l.trim().to_string())
-                        .unwrap_or_else(|| "cloud-init finished but the PXE set-up did not".into());
-                    let log_path = p.serial_log.display();
-                    failures.push(format!(
-                        "{}: {why} (console log: {log_path})",
-                        p.domain_name
-                    ));
+                    failures.push(setup_failure(p, &log));
                     false
                 }
                 ph => {
@@ -88,25 +71,7 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
         }
         if start.elapsed() >= timeout {
             bar.finish_and_clear();
-            let names: Vec<String> = pending
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{} (console log: {})",
-                        p.domain_name,
-                        p.serial_log.display()
-                    )
-                })
-                .collect();
-            return Err(failure(
-                Kind::Timeout,
-                format!(
-                    "not ready after {} s: {}. The domains are left running for inspection; \
-                     `virsh console` or the log shows where they are",
-                    timeout.as_secs(),
-                    names.join(", ")
-                ),
-            ));
+            return Err(timed_out(&pending, timeout));
         }
         bar.set_message(phases.join(", "));
         std::thread::sleep(Duration::from_millis(500));
@@ -120,6 +85,62 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
             format!("set-up failed in the guest: {}", failures.join("; ")),
         ))
     }
+}
+
+/// The progress line: a spinner with the time spent and each headnode's phase (hidden when
+/// `show` is false, and by indicatif itself when standard error is no terminal).
+fn spinner(show: bool) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    #[allow(
+        clippy::expect_used,
+        reason = "a constant template, and a test renders it: it always parses"
+    )]
+    let style =
+        ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}").expect("valid template");
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Why the set-up of `plan` failed, from its console `log`, and where to read more.
+fn setup_failure(plan: &Plan, log: &str) -> String {
+    let why = log
+        .lines()
+        .find(|l| l.contains(SETUP_FAILED))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| "cloud-init finished but the PXE set-up did not".into());
+    format!(
+        "{}: {why} (console log: {})",
+        plan.domain_name,
+        plan.serial_log.display()
+    )
+}
+
+/// The error for headnodes still `pending` at the `timeout`.
+fn timed_out(pending: &[&Plan], timeout: Duration) -> anyhow::Error {
+    let names: Vec<String> = pending
+        .iter()
+        .map(|p| {
+            format!(
+                "{} (console log: {})",
+                p.domain_name,
+                p.serial_log.display()
+            )
+        })
+        .collect();
+    failure(
+        Kind::Timeout,
+        format!(
+            "not ready after {} s: {}. The domains are left running for inspection; \
+             `virsh console` or the log shows where they are",
+            timeout.as_secs(),
+            names.join(", ")
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -4,5 +4,9 @@ cloud-init seed. Pure, like the model.
 */
 
 pub mod domain_xml;
+#[allow(
+    clippy::expect_used,
+    reason = "seed's yaml() serializes strings and string lists to JSON, which cannot fail"
+)]
 pub mod seed;
 pub mod template;
