@@ -21,16 +21,18 @@ image: setup
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
 # Unit tests, validators, the guest stack on loopback, libvirt's test driver and the real
-# qemu:///system (no guest boots).
+# qemu:///system (no guest boots). A plain `cargo test` runs only the pure ones; the host-tests
+# feature adds the rest.
 unit: setup
-	$(CARGO) test --locked
+	$(CARGO) test --locked --features host-tests
 
 # The nightly: a real headnode boots and a second VM PXE-installs from it (minutes, TCG).
 smoke: setup image
 	MKHEADNODE_IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 \
-	  $(CARGO) test --locked --test integration smoke -- --ignored --nocapture
+	  $(CARGO) test --locked --features host-tests --test integration smoke -- --ignored --nocapture
 
 test: lint unit smoke
 

@@ -2,22 +2,22 @@
 //! (Redfish), each driving a small libvirt domain on `qemu:///system`, and a digest-auth AMT
 //! form handler. The tool runs exactly as in the guest (`python3 mkheadnode-link`).
 
-use crate::support::{free_port, run, virsh, SYSTEM_URI};
+use crate::support::{free_port, run, virsh, wait_until, SYSTEM_URI};
 use mkheadnode::render::seed;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const URI: &str = SYSTEM_URI;
 
 fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let listens = || TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(
+        wait_until(Duration::from_secs(20), listens),
+        "nothing listens on {port}"
+    );
 }
 
 /// A powered-off libvirt domain that a BMC emulator controls; removed on drop.
@@ -85,11 +85,11 @@ impl Vbmc {
         if run(Command::new("vbmc").arg("list")).0 != 0 {
             remove_stale_vbmcd_pid_file();
             assert_eq!(run(&mut Command::new("vbmcd")).0, 0, "vbmcd did not start");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while run(Command::new("vbmc").arg("list")).0 != 0 {
-                assert!(Instant::now() < deadline, "vbmcd does not answer");
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            let answers = || run(Command::new("vbmc").arg("list")).0 == 0;
+            assert!(
+                wait_until(Duration::from_secs(20), answers),
+                "vbmcd does not answer"
+            );
         }
         let name = machine.name.clone();
         run(Command::new("vbmc").args(["delete", &name]));

@@ -2,7 +2,7 @@
 //! the nginx site through `nginx -t` and then live on loopback with fcgiwrap and the
 //! boot-default CGI, and the link tool against a temp TFTP root.
 
-use crate::support::{free_port, run, tool};
+use crate::support::{free_port, run, tool, wait_until};
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
@@ -314,11 +314,11 @@ impl Web {
             open_port,
             lease_port,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(socket.exists() && TcpStream::connect(("127.0.0.1", open_port)).is_ok()) {
-            assert!(Instant::now() < deadline, "nginx/fcgiwrap did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let up = || socket.exists() && TcpStream::connect(("127.0.0.1", open_port)).is_ok();
+        assert!(
+            wait_until(Duration::from_secs(10), up),
+            "nginx/fcgiwrap did not come up"
+        );
         web
     }
 

@@ -1,7 +1,11 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests. Those that only the host tests use are built with
+//! them, under the `host-tests` feature.
 
+#[cfg(feature = "host-tests")]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+#[cfg(feature = "host-tests")]
+use std::time::{Duration, Instant};
 
 /// The mkheadnode binary, with an environment that does not leak the developer's settings.
 pub fn mkheadnode() -> Command {
@@ -25,7 +29,25 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// Ask `done` every 100 ms until it says yes or `timeout` has passed; returns whether it did.
+/// The one deadline loop of the tests: callers assert on the result, saying what they waited
+/// for, or clean up before they fail.
+#[cfg(feature = "host-tests")]
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Run a shell tool and insist that it succeeds; returns stdout.
+#[cfg(feature = "host-tests")]
 pub fn tool(program: &str, args: &[&str]) -> String {
     let (code, out, err) = run(Command::new(program).args(args));
     assert_eq!(code, 0, "{program} {args:?} failed:\n{out}\n{err}");
@@ -33,6 +55,7 @@ pub fn tool(program: &str, args: &[&str]) -> String {
 }
 
 /// Run `virt-xml-validate` on `xml` as `kind`; returns its verdict and message.
+#[cfg(feature = "host-tests")]
 pub fn virt_xml_validate(xml: &str, kind: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.xml");
@@ -42,9 +65,11 @@ pub fn virt_xml_validate(xml: &str, kind: &str) -> (bool, String) {
 }
 
 /// The libvirt URI the real-hypervisor tests use.
+#[cfg(feature = "host-tests")]
 pub const SYSTEM_URI: &str = "qemu:///system";
 
 /// `virsh` on [`SYSTEM_URI`]: (exit code, stdout, stderr).
+#[cfg(feature = "host-tests")]
 pub fn virsh(args: &[&str]) -> (i32, String, String) {
     run(Command::new("virsh").arg("-c").arg(SYSTEM_URI).args(args))
 }
@@ -53,6 +78,7 @@ pub fn virsh(args: &[&str]) -> (i32, String, String) {
 /// before the server binds it, and Linux may give it to an outgoing connection or another
 /// test's server meanwhile. So ports come from below the ephemeral range (32768 and up), each
 /// handed out once per test run, from a block of 100 chosen by the process id.
+#[cfg(feature = "host-tests")]
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -67,10 +93,12 @@ pub fn free_port() -> u16 {
 }
 
 /// A directory that qemu's user can reach (unlike a 0700 tempdir), removed on drop.
+#[cfg(feature = "host-tests")]
 pub struct OpenDir {
     pub path: PathBuf,
 }
 
+#[cfg(feature = "host-tests")]
 impl OpenDir {
     pub fn new(tag: &str) -> OpenDir {
         let base = Path::new("/var/lib/mkheadnode-tests");
@@ -86,6 +114,7 @@ impl OpenDir {
     }
 }
 
+#[cfg(feature = "host-tests")]
 impl Drop for OpenDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
