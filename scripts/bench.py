@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 READY_RUNS = int(os.environ.get("BENCH_READY_RUNS", "3"))
@@ -78,7 +79,7 @@ def cleanup():
     shutil.rmtree(ROOT, ignore_errors=True)
 
 
-def setup():
+def setup(macs):
     cleanup()
     for d in ("", "cfg", "pool", "log", "seed"):
         os.makedirs(f"{ROOT}/{d}", exist_ok=True)
@@ -93,7 +94,7 @@ def setup():
     nets = {
         VNET: "",
         PNET: "<ip address='172.31.253.1' prefix='24'><dhcp><range start='172.31.253.100' end='172.31.253.200'/>"
-        f"<host mac='{mac(READY_VLAN, True)}' ip='172.31.253.10'/></dhcp></ip>",
+        f"<host mac='{macs[READY_VLAN][1]}' ip='172.31.253.10'/></dhcp></ip>",
     }
     for n, ip in nets.items():
         with open(f"{ROOT}/{n}.xml", "w") as f:
@@ -102,9 +103,14 @@ def setup():
         virsh("net-start", n)
 
 
+def dry_run(spec):
+    """What mkheadnode would make for the VLANs of `spec`: domain XML and seed files."""
+    return sh(BIN, "--dry-run", spec, *FLAGS).stdout
+
+
 def seed_files(vlan):
     """The seed files mkheadnode would write, from its --dry-run output."""
-    out = sh(BIN, "--dry-run", str(vlan), *FLAGS).stdout
+    out = dry_run(str(vlan))
     files = {}
     for name in ("user-data", "meta-data", "network-config"):
         marker = f"# headnode-{vlan}: seed file {name}\n"
@@ -117,19 +123,30 @@ def seed_files(vlan):
     return files
 
 
-def mac(vlan, public):
-    return f"52:54:00:4d:{(0x10 if public else 0) | (vlan >> 8):02x}:{vlan & 0xff:02x}"
+def macs_of(spec):
+    """{vlan: (private MAC, public MAC)} as mkheadnode gives them, from the metadata of the
+    domains its --dry-run prints: virt-install's guests and the reserved address get the same."""
+    ns = {"m": "urn:x-mkheadnode:headnode:1"}
+    out, found = dry_run(spec), {}
+    while "<domain" in out:
+        start = out.index("<domain")
+        end = out.index("</domain>", start) + len("</domain>")
+        meta = ET.fromstring(out[start:end]).find("metadata/m:headnode", ns)
+        vlan = int(meta.findtext("m:vlan", namespaces=ns))
+        found[vlan] = (meta.findtext("m:private-mac", namespaces=ns), meta.findtext("m:public-mac", namespaces=ns))
+        out = out[end:]
+    return found
 
 
-def virt_install(vlan, seed):
+def virt_install(vlan, seed, macs):
     name = f"vi-{vlan}"
     os.makedirs(f"{ROOT}/cfg/{vlan}", exist_ok=True)
     return (
         "virt-install", "--connect", URI, "--name", name, "--memory", "256", "--vcpus", "1",
         "--virt-type", "qemu", "--import", "--osinfo", "detect=on,require=off",
         "--disk", f"size=10,backing_store={ROOT}/base.qcow2,backing_format=qcow2,pool={POOL},format=qcow2",
-        "--network", f"network={VNET},mac={mac(vlan, False)},model=virtio",
-        "--network", f"network={PNET},mac={mac(vlan, True)},model=virtio",
+        "--network", f"network={VNET},mac={macs[vlan][0]},model=virtio",
+        "--network", f"network={PNET},mac={macs[vlan][1]},model=virtio",
         "--filesystem", f"source.dir={ROOT}/cfg/{vlan},target.dir=/etc/moc,accessmode=mapped,readonly=on",
         "--cloud-init", f"user-data={seed['user-data']},meta-data={seed['meta-data']},network-config={seed['network-config']}",
         "--graphics", "none", "--noautoconsole", "--wait", "0",
@@ -143,7 +160,8 @@ def med(xs):
 def main():
     if os.geteuid() != 0:
         sys.exit("bench: run as root (make bench)")
-    setup()
+    macs = macs_of(f"3000-3010,{READY_VLAN}")
+    setup(macs)
     seed = seed_files(3000)
     r = {k: [] for k in ("ours", "floor", "vi", "ours_td", "floor_td", "vi_td")}
     for i in range(RUNS):
@@ -163,7 +181,7 @@ def main():
         r["floor_td"].append(timed(("virsh", "-c", URI, "destroy", "headnode-3000"), ("virsh", "-c", URI, "undefine", "headnode-3000")))
         for v in ("headnode-3000.qcow2", "headnode-3000-seed.iso"):
             virsh("vol-delete", v, "--pool", POOL, check=False)
-        r["vi"].append(timed(virt_install(3000, seed)))
+        r["vi"].append(timed(virt_install(3000, seed, macs)))
         time.sleep(SETTLE)
         r["vi_td"].append(timed(("virsh", "-c", URI, "destroy", "vi-3000"), ("virsh", "-c", URI, "undefine", "vi-3000", "--remove-all-storage")))
 
@@ -179,7 +197,7 @@ def main():
     defined = {n: c / n for n, c, _, how in bulk if how == "defined only"}
     vi_loop = []
     for _ in range(max(1, RUNS // 2)):
-        cmds = [virt_install(v, seed) for v in range(3001, 3011)]
+        cmds = [virt_install(v, seed, macs) for v in range(3001, 3011)]
         vi_loop.append(timed(*cmds))
         for v in range(3001, 3011):
             virsh("destroy", f"vi-{v}", check=False)
