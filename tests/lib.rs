@@ -11,4 +11,5 @@ mod smoke;
 mod support;
 mod system;
 mod test_driver;
+mod uefi;
 mod validate;
