@@ -3,12 +3,13 @@
 # from anywhere else): Debian 12 with linux-image-amd64 (the cloud kernel lacks 9p), cloud-init
 # and the headnode's PXE stack pre-installed, so the guest configures itself with no network.
 #
-# Also keeps that kernel and its virtio NIC modules for the smoke test's PXE "installer"
-# (scripts/build-installer.sh).
+# Also keeps that kernel (Debian-signed, so it boots under Secure Boot), its virtio NIC modules,
+# and the signed shim and disk GRUB for the smoke test's PXE "installer" and its UEFI nodes'
+# local disk (scripts/build-installer.sh).
 #
 # Output (outside the repo's tracked files) in $OUT_DIR:
 #   debian-12-headnode.qcow2   the base image
-#   installer/vmlinuz, installer/modules/
+#   installer/vmlinuz, installer/modules/, installer/shimx64.efi, installer/grubx64.efi
 #   recipe.sha256              cache key: the image is rebuilt only when this recipe changes
 set -euo pipefail
 
@@ -23,6 +24,8 @@ PACKAGES=(
   cloud-init ifupdown isc-dhcp-client iproute2 openssh-server qemu-guest-agent
   isc-dhcp-server tftpd-hpa pxelinux syslinux-common nginx-light fcgiwrap python3
   iptables iptables-persistent ipmitool extlinux
+  # UEFI and Secure Boot clients: Microsoft-signed shim -> Debian-signed network GRUB
+  shim-signed grub-efi-amd64-signed
 )
 
 key=$(sha256sum < "$0" | cut -d' ' -f1)
@@ -104,6 +107,10 @@ for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
   f=$(find "$ROOT/lib/modules/$kver" -name "$m.ko*" | head -1)
   [ -n "$f" ] && cp "$f" "$OUT_DIR/installer/modules/"
 done
+
+# The UEFI nodes' local disk in the smoke test boots the same signed chain from an ESP.
+cp "$ROOT/usr/lib/shim/shimx64.efi.signed" "$OUT_DIR/installer/shimx64.efi"
+cp "$ROOT/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" "$OUT_DIR/installer/grubx64.efi"
 
 stage "making the disk"
 RAW=$WORK/disk.raw

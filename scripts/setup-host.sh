@@ -17,6 +17,8 @@ PACKAGES=(
   ipmitool openipmi
   # images and misc
   mmdebstrap fdisk extlinux syslinux-common pxelinux busybox-static e2fsprogs cpio
+  # UEFI and Secure Boot test nodes: firmware, their local disk's ESP, GRUB's config checker
+  ovmf dosfstools mtools grub-common
   python3 curl util-linux procps iproute2 time
   # reaps qemu promptly where no init system runs libvirtd
   tini

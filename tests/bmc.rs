@@ -152,7 +152,11 @@ impl Tool {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        std::fs::write(dir.path().join("mkheadnode-link"), seed::link_tool()).unwrap();
+        std::fs::write(
+            dir.path().join("mkheadnode-link"),
+            seed::link_tool().unwrap(),
+        )
+        .unwrap();
         Tool { dir }
     }
 

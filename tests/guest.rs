@@ -264,7 +264,7 @@ impl Web {
         let root = dir.path().join("tftpboot");
         std::fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
         let cgi = dir.path().join("boot-default");
-        std::fs::write(&cgi, seed::boot_default_cgi()).unwrap();
+        std::fs::write(&cgi, seed::boot_default_cgi().unwrap()).unwrap();
         std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("fcgi.sock");
         let (open_port, lease_port) = (free_port(), free_port());
@@ -478,7 +478,11 @@ impl LinkBed {
         let creds = dir.path().join("bmc.conf");
         std::fs::write(&creds, credentials).unwrap();
         std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o640)).unwrap();
-        std::fs::write(dir.path().join("mkheadnode-link"), seed::link_tool()).unwrap();
+        std::fs::write(
+            dir.path().join("mkheadnode-link"),
+            seed::link_tool().unwrap(),
+        )
+        .unwrap();
         LinkBed { dir }
     }
 
@@ -512,7 +516,7 @@ fn link_tool_dry_run_changes_nothing() {
     let (code, out, err) = bed.run(&["--profile", "centos", "--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("would link 01-aa-bb-cc-dd-ee-01 -> ../centos/pxelinux.cfg"),
+        out.contains("would link pxelinux.cfg/01-aa-bb-cc-dd-ee-01 -> ../centos/pxelinux.cfg"),
         "{out}"
     );
     assert!(out.contains("would power-cycle via ipmi"), "{out}");

@@ -3,7 +3,8 @@
 //! A plain `cargo test` runs the pure ones: `cli` (the built binary, no hypervisor needed) and
 //! `layers` (the source's imports). The `host-tests` feature, which `make unit` and `make smoke`
 //! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
-//! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `bmc` (BMC emulators
+//! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `uefi` (dhcpd per client
+//! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
 //! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
 
@@ -31,5 +32,7 @@ mod support;
 mod system;
 #[cfg(feature = "host-tests")]
 mod test_driver;
+#[cfg(feature = "host-tests")]
+mod uefi;
 #[cfg(feature = "host-tests")]
 mod validate;

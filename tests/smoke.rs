@@ -1,9 +1,11 @@
-//! The nightly smoke test (`make smoke`): a real headnode boots under TCG, then a second VM on
-//! the same VLAN is powered on through a real IPMI endpoint by the headnode's link tool,
-//! PXE-boots the test installer from it, calls /boot-default/, and falls to local boot.
+//! The nightly smoke test (`make smoke`): a real headnode boots under TCG, then three nodes on
+//! the same VLAN, a BIOS one, a UEFI one and a Secure Boot one, are powered on through real IPMI
+//! endpoints by the headnode's link tool, network-boot the test installer from it (pxelinux for
+//! BIOS; the signed shim and GRUB for UEFI, the kernel over HTTP), call /boot-default/, and
+//! fall to their local disks at the next boot.
 //!
 //! Everything runs on isolated libvirt networks: the VLAN network has no DHCP but the host's
-//! 10.0.0.1 (where the node's virtual BMC listens); the "public" network is isolated too, with
+//! 10.0.0.1-3 (where the nodes' virtual BMCs listen); the "public" network is isolated too, with
 //! libvirt's DHCP. Serial logs are kept in target/smoke-artifacts; every trace of the test is
 //! removed at the end, also when a step fails.
 
@@ -17,13 +19,66 @@ use std::time::{Duration, Instant};
 
 const URI: &str = crate::support::SYSTEM_URI;
 const VLAN: u16 = 4042;
-const NODE_MAC: &str = "52:54:00:aa:40:42";
-const NODE: &str = "smoke-node-4042";
 const HEADNODE: &str = "headnode-4042";
 const VLAN_NET: &str = "smoke-v4042";
+const VLAN_BRIDGE: &str = "mkhsmoke4042";
 const PUBLIC_NET: &str = "smoke-public";
 const BMC_PORT: &str = "6230";
 const BMC_PASSWORD: &str = "smoke-secret";
+
+/// How a test node boots.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Firmware {
+    /// SeaBIOS and iPXE: pxelinux.
+    Bios,
+    /// OVMF's own PXE stack (no option ROM): shim -> GRUB, Secure Boot off.
+    Uefi,
+    /// The same on q35 with SMM, OVMF's Secure Boot build and Microsoft's keys enrolled.
+    SecureBoot,
+}
+
+/// One node on the VLAN: its VM, MAC and virtual BMC.
+struct Node {
+    name: &'static str,
+    mac: &'static str,
+    bmc: &'static str,
+    firmware: Firmware,
+}
+
+const NODES: [Node; 3] = [
+    Node {
+        name: "smoke-node-4042",
+        mac: "52:54:00:aa:40:42",
+        bmc: "10.0.0.1",
+        firmware: Firmware::Bios,
+    },
+    Node {
+        name: "smoke-uefi-4042",
+        mac: "52:54:00:aa:40:0e",
+        bmc: "10.0.0.2",
+        firmware: Firmware::Uefi,
+    },
+    Node {
+        name: "smoke-sb-4042",
+        mac: "52:54:00:aa:40:5b",
+        bmc: "10.0.0.3",
+        firmware: Firmware::SecureBoot,
+    },
+];
+
+impl Node {
+    fn label(&self) -> &'static str {
+        match self.firmware {
+            Firmware::Bios => "BIOS node",
+            Firmware::Uefi => "UEFI node",
+            Firmware::SecureBoot => "Secure Boot node",
+        }
+    }
+
+    fn dashed(&self) -> String {
+        self.mac.replace(':', "-")
+    }
+}
 
 fn sh(program: &str, args: &[&str]) -> (i32, String, String) {
     run(Command::new(program).args(args))
@@ -101,7 +156,7 @@ struct Smoke {
     artifacts: PathBuf,
     image: PathBuf,
     installer: PathBuf,
-    timings: Vec<(&'static str, Duration)>,
+    timings: Vec<(String, Duration)>,
     /// Artefacts are copied once: after the PXE phase, or at the first failure.
     kept: std::cell::Cell<bool>,
 }
@@ -181,8 +236,8 @@ impl Smoke {
         self.path(&format!("log/{HEADNODE}-serial.log"))
     }
 
-    fn node_log(&self) -> PathBuf {
-        self.path("log/node-serial.log")
+    fn node_log(&self, node: &Node) -> PathBuf {
+        self.path(&format!("log/{}-serial.log", node.name))
     }
 
     /// Fail with the step's name and the tail of the console log that shows why.
@@ -195,26 +250,30 @@ impl Smoke {
         );
     }
 
-    fn time(&mut self, name: &'static str, since: Instant) {
-        self.timings.push((name, since.elapsed()));
+    fn time(&mut self, name: impl Into<String>, since: Instant) {
+        self.timings.push((name.into(), since.elapsed()));
     }
 
     fn keep_artifacts(&self) {
         if self.kept.replace(true) {
             return;
         }
-        for (from, to) in [
-            (self.headnode_log(), "headnode-serial.log"),
-            (self.node_log(), "node-serial.log"),
-        ] {
-            let _ = std::fs::copy(from, self.artifacts.join(to));
+        let _ = std::fs::copy(
+            self.headnode_log(),
+            self.artifacts.join("headnode-serial.log"),
+        );
+        for node in &NODES {
+            let _ = std::fs::copy(
+                self.node_log(node),
+                self.artifacts.join(format!("{}-serial.log", node.name)),
+            );
         }
     }
 
     fn networks(&self) {
         let vlan = format!(
-            "<network><name>{VLAN_NET}</name><bridge stp='off'/><dns enable='no'/>\
-             <ip address='10.0.0.1' prefix='24'/></network>"
+            "<network><name>{VLAN_NET}</name><bridge name='{VLAN_BRIDGE}' stp='off'/>\
+             <dns enable='no'/><ip address='10.0.0.1' prefix='24'/></network>"
         );
         let public = format!(
             "<network><name>{PUBLIC_NET}</name><bridge stp='off'/><ip address='172.31.254.1' prefix='24'>\
@@ -230,14 +289,22 @@ impl Smoke {
             );
             assert_eq!(virsh(&["net-start", name]).0, 0, "net-start {name}");
         }
+        // Each node's virtual BMC listens on an address of its own on the VLAN's bridge.
+        for node in NODES.iter().filter(|n| n.bmc != "10.0.0.1") {
+            let addr = format!("{}/24", node.bmc);
+            let (code, _, err) = sh("ip", &["addr", "add", &addr, "dev", VLAN_BRIDGE]);
+            assert_eq!(code, 0, "ip addr add {addr}: {err}");
+        }
     }
 
-    /// The config dir the operator prepares: an install profile and the BMC credentials.
+    /// The config dir the operator prepares: an install profile for both loaders and the BMC
+    /// credentials. The profile's GRUB side first tries a kernel whose signature is broken, and
+    /// says whether it was refused, then boots the signed one; both over HTTP from nginx.
     fn operator_files(&self) -> PathBuf {
         let cfg = self.path(&format!("cfg/{VLAN}"));
         let profile = cfg.join("profiles/smoke");
         std::fs::create_dir_all(&profile).unwrap();
-        for f in ["vmlinuz", "initrd.gz"] {
+        for f in ["vmlinuz", "vmlinuz-bad", "initrd.gz"] {
             std::fs::copy(self.installer.join(f), profile.join(f)).unwrap();
         }
         std::fs::write(
@@ -246,50 +313,87 @@ impl Smoke {
              APPEND console=ttyS0,115200 headnode=@HEADNODE@\n",
         )
         .unwrap();
+        std::fs::write(
+            profile.join("grub.cfg"),
+            "set timeout=0\n\
+             if linux (http,@HEADNODE@)/smoke/vmlinuz-bad console=ttyS0,115200; then\n\
+             \x20 echo \"smoke: the kernel with a broken signature was accepted\"\n\
+             else\n\
+             \x20 echo \"smoke: the kernel with a broken signature was refused\"\n\
+             fi\n\
+             linux (http,@HEADNODE@)/smoke/vmlinuz console=ttyS0,115200 headnode=@HEADNODE@\n\
+             initrd (http,@HEADNODE@)/smoke/initrd.gz\n\
+             boot\n",
+        )
+        .unwrap();
         sh("chmod", &["-R", "a+rX", cfg.to_str().unwrap()]);
         let creds = cfg.join("bmc.conf");
         std::fs::write(&creds, format!("[default]\ndriver = ipmi\nusername = admin\npassword = {BMC_PASSWORD}\nport = {BMC_PORT}\n")).unwrap();
         sh("chown", &["root:libvirt-qemu", creds.to_str().unwrap()]);
         sh("chmod", &["0640", creds.to_str().unwrap()]);
         let machines = self.path("machines.txt");
-        std::fs::write(
-            &machines,
-            format!("# the smoke test's node\n{NODE_MAC} 10.0.0.1\n"),
-        )
-        .unwrap();
+        let lines: String = NODES
+            .iter()
+            .map(|n| format!("{} {}  # {}\n", n.mac, n.bmc, n.label()))
+            .collect();
+        std::fs::write(&machines, format!("# the smoke test's nodes\n{lines}")).unwrap();
         machines
     }
 
-    /// The node VM (network boot first, empty disk) and its virtual BMC on 10.0.0.1.
-    fn node(&self) {
-        let disk = self.path("node.qcow2");
-        assert_eq!(
-            sh(
-                "qemu-img",
-                &["create", "-q", "-f", "qcow2", disk.to_str().unwrap(), "1G"]
-            )
-            .0,
-            0
-        );
+    /// A node's VM (network boot first, then its disk), shut off, and its virtual BMC. BIOS nodes
+    /// get an empty disk; UEFI nodes a copy of the installer's ESP, which says when it boots.
+    fn node(&self, node: &Node) {
+        let disk = self.path(&format!("{}.disk", node.name));
+        let disk_str = disk.to_str().unwrap();
+        let (code, _, err) = match node.firmware {
+            Firmware::Bios => sh("qemu-img", &["create", "-q", "-f", "qcow2", disk_str, "1G"]),
+            Firmware::Uefi | Firmware::SecureBoot => sh(
+                "cp",
+                &[self.installer.join("esp.raw").to_str().unwrap(), disk_str],
+            ),
+        };
+        assert_eq!(code, 0, "{}'s disk: {err}", node.name);
+        // UEFI: OVMF with a fresh copy of its variables; Secure Boot: q35 with SMM and the
+        // variables with Microsoft's keys, which trust Debian's shim. The NIC has no option ROM,
+        // so OVMF's own PXE stack runs, as a server's firmware would.
+        let (machine, format, firmware, features, rom) = match node.firmware {
+            Firmware::Bios => ("pc", "qcow2", "<bios useserial='yes'/>".to_string(), "", ""),
+            Firmware::Uefi | Firmware::SecureBoot => {
+                let sb = node.firmware == Firmware::SecureBoot;
+                let (code, vars) = if sb {
+                    ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")
+                } else {
+                    ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")
+                };
+                let nvram = self.path(&format!("{}-vars.fd", node.name));
+                std::fs::copy(Path::new("/usr/share/OVMF").join(vars), &nvram).unwrap();
+                let loader = format!(
+                    "<loader readonly='yes' secure='{}' type='pflash'>/usr/share/OVMF/{code}</loader>\
+                     <nvram>{}</nvram>",
+                    if sb { "yes" } else { "no" },
+                    nvram.display()
+                );
+                let smm = if sb { "<smm state='on'/>" } else { "" };
+                ("q35", "raw", loader, smm, "<rom bar='off'/>")
+            }
+        };
         let xml = format!(
-            "<domain type='qemu'><name>{NODE}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
-             <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/><boot dev='hd'/>\
-             <bios useserial='yes'/></os><devices>\
-             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/>\
-             <target dev='vda' bus='virtio'/></disk>\
-             <interface type='network'><mac address='{NODE_MAC}'/><source network='{VLAN_NET}'/>\
-             <model type='virtio'/></interface>\
-             <serial type='file'><source path='{}'/><target port='0'/></serial></devices></domain>",
-            disk.display(),
-            self.node_log().display()
+            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>512</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='{machine}'>hvm</type>{firmware}\
+             <boot dev='network'/><boot dev='hd'/></os><features><acpi/>{features}</features>\
+             <devices><disk type='file' device='disk'><driver name='qemu' type='{format}'/>\
+             <source file='{disk_str}'/><target dev='vda' bus='virtio'/></disk>\
+             <interface type='network'><mac address='{mac}'/><source network='{VLAN_NET}'/>\
+             <model type='virtio'/>{rom}</interface>\
+             <serial type='file'><source path='{log}'/><target port='0'/></serial></devices></domain>",
+            name = node.name,
+            mac = node.mac,
+            log = self.node_log(node).display(),
         );
-        let file = self.path("node.xml");
+        let file = self.path(&format!("{}.xml", node.name));
         std::fs::write(&file, xml).unwrap();
-        assert_eq!(
-            virsh(&["define", file.to_str().unwrap()]).0,
-            0,
-            "define {NODE}"
-        );
+        let (code, _, err) = virsh(&["define", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "define {}: {err}", node.name);
         if sh("vbmc", &["list"]).0 != 0 {
             assert_eq!(sh("vbmcd", &[]).0, 0, "vbmcd did not start");
             std::thread::sleep(Duration::from_secs(2));
@@ -298,11 +402,11 @@ impl Smoke {
             "vbmc",
             &[
                 "add",
-                NODE,
+                node.name,
                 "--port",
                 BMC_PORT,
                 "--address",
-                "10.0.0.1",
+                node.bmc,
                 "--username",
                 "admin",
                 "--password",
@@ -311,14 +415,14 @@ impl Smoke {
                 URI,
             ],
         );
-        assert_eq!(code, 0, "vbmc add: {err}");
-        assert_eq!(sh("vbmc", &["start", NODE]).0, 0, "vbmc start");
+        assert_eq!(code, 0, "vbmc add {}: {err}", node.name);
+        assert_eq!(sh("vbmc", &["start", node.name]).0, 0, "vbmc start");
     }
 
     /// The headnode's share, services and files, checked from inside through the guest agent;
     /// `when` is added to the name of a failed step.
     fn check_headnode(&self, when: &str) {
-        let checks: [(&str, &str, &str); 7] = [
+        let checks: [(&str, &str, &str); 10] = [
             (
                 "share mounted read-only",
                 "findmnt -n -o FSTYPE,OPTIONS /etc/moc",
@@ -327,7 +431,7 @@ impl Smoke {
             (
                 "machines.txt readable",
                 "cat /etc/moc/machines.txt",
-                NODE_MAC,
+                NODES[2].mac,
             ),
             (
                 "dhcpd's packet socket on eth0",
@@ -350,6 +454,21 @@ impl Smoke {
                 "cat /var/lib/tftpboot/pxelinux.cfg/default",
                 "LOCALBOOT 0",
             ),
+            (
+                "UEFI chain published",
+                "ls /var/lib/tftpboot/efi/profiles/smoke",
+                "grub.cfg grubx64.efi shimx64.efi",
+            ),
+            (
+                "GRUB's config at its signed prefix",
+                "grep configfile /var/lib/tftpboot/grub/grub.cfg",
+                "/uefi/",
+            ),
+            (
+                "shim is Microsoft-signed",
+                "grep -c 'Microsoft Corporation UEFI CA' /var/lib/tftpboot/efi/shimx64.efi",
+                "1",
+            ),
         ];
         for (step, cmd, want) in checks {
             let (code, out) = guest(cmd);
@@ -362,10 +481,6 @@ impl Smoke {
                 );
             }
         }
-    }
-
-    fn wait_for(&self, step: &str, log: &Path, needle: &str, timeout: Duration) {
-        self.wait_for_nth(step, log, needle, 1, timeout);
     }
 
     /// Wait until `needle` appears `n` times in `log`.
@@ -391,10 +506,50 @@ impl Smoke {
         }
     }
 
+    /// Follow every node's console until each has shown all its [`milestones`] in order; each
+    /// gets a timing row, from `since` to when it was first seen.
+    fn follow_nodes(&mut self, since: Instant, timeout: Duration) {
+        let plans: Vec<Vec<(&str, String)>> = NODES.iter().map(milestones).collect();
+        let mut reached = vec![0usize; NODES.len()];
+        let mut offset = vec![0usize; NODES.len()];
+        loop {
+            let mut pending = None;
+            for (i, node) in NODES.iter().enumerate() {
+                let text = String::from_utf8_lossy(
+                    &std::fs::read(self.node_log(node)).unwrap_or_default(),
+                )
+                .into_owned();
+                while let Some((name, needle)) = plans[i].get(reached[i]) {
+                    let Some(at) = text.get(offset[i]..).and_then(|t| t.find(needle.as_str()))
+                    else {
+                        pending.get_or_insert((node, *name, needle.clone()));
+                        break;
+                    };
+                    offset[i] += at + needle.len();
+                    reached[i] += 1;
+                    self.time(format!("{}: power-on -> {name}", node.label()), since);
+                }
+            }
+            let Some((node, name, needle)) = pending else {
+                return;
+            };
+            if since.elapsed() > timeout {
+                self.fail(
+                    &format!("{}: {name}", node.label()),
+                    &format!("`{needle}` did not appear within {} s", timeout.as_secs()),
+                    &self.node_log(node),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn cleanup(&self) {
-        sh("vbmc", &["stop", NODE]);
-        sh("vbmc", &["delete", NODE]);
-        for dom in [NODE, HEADNODE] {
+        for node in &NODES {
+            sh("vbmc", &["stop", node.name]);
+            sh("vbmc", &["delete", node.name]);
+        }
+        for dom in NODES.iter().map(|n| n.name).chain([HEADNODE]) {
             virsh(&["destroy", dom]);
             virsh(&["undefine", dom, "--nvram"]);
         }
@@ -418,7 +573,7 @@ impl Smoke {
     fn timing_table(&self) -> String {
         let mut out = String::from("\nsmoke timings (TCG)\n");
         for (name, d) in &self.timings {
-            out.push_str(&format!("  {name:<44} {:>7.1} s\n", d.as_secs_f64()));
+            out.push_str(&format!("  {name:<56} {:>7.1} s\n", d.as_secs_f64()));
         }
         out
     }
@@ -428,6 +583,45 @@ impl Drop for Smoke {
     fn drop(&mut self) {
         self.keep_artifacts();
         self.cleanup();
+    }
+}
+
+/// What a node's console must show, in order, each with the name of its timing row.
+fn milestones(node: &Node) -> Vec<(&'static str, String)> {
+    let dashed = node.dashed();
+    let callback = (
+        "/boot-default/ called",
+        "boot-default answered: OK".to_string(),
+    );
+    match node.firmware {
+        Firmware::Bios => vec![
+            ("DHCP lease naming pxelinux.0", "pxelinux.0".into()),
+            ("pxelinux running", "PXELINUX".into()),
+            callback,
+            ("second boot: pxelinux again", "PXELINUX".into()),
+            (
+                "second boot falls to the local disk",
+                "Booting from local disk".into(),
+            ),
+        ],
+        Firmware::Uefi | Firmware::SecureBoot => vec![
+            (
+                "DHCP names its own shim",
+                format!("NBP filename is uefi/01-{dashed}/shimx64.efi"),
+            ),
+            (
+                "shim -> GRUB reads the node's config",
+                format!("reading /uefi/01-{dashed}/grub.cfg"),
+            ),
+            ("installer kernel running", "installer: running on".into()),
+            callback,
+            // Disarmed: the boot file is gone, so the firmware goes on to the next entry.
+            ("second boot: no boot file for it", "PXE-E23".into()),
+            (
+                "second boot falls to the local disk",
+                "smoke: booted from the local disk".into(),
+            ),
+        ],
     }
 }
 
@@ -442,7 +636,9 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     let mut s = Smoke::new();
     s.networks();
     let machines = s.operator_files();
-    s.node();
+    for node in &NODES {
+        s.node(node);
+    }
 
     // 1. Create the headnode exactly as an operator would, and wait for its PXE stack.
     let t = Instant::now();
@@ -510,80 +706,66 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
         }
     }
 
-    // 3 + 4. The link tool links the node to the profile and powers it on through its BMC.
+    // 3 + 4. The link tool arms every node for the profile, both loaders, and powers each on
+    // through its BMC; each boots its own way and calls /boot-default/ from the installer.
     let t = Instant::now();
     let (code, out) = guest("mkheadnode-link --profile smoke");
-    if code != 0 || !out.contains("via ipmi") {
+    if code != 0 || out.matches("via ipmi").count() != NODES.len() {
         s.fail(
             "mkheadnode-link",
             &format!("exit {code}:\n{out}"),
             &s.headnode_log(),
         );
     }
-    let link = format!(
-        "/var/lib/tftpboot/pxelinux.cfg/01-{}",
-        NODE_MAC.replace(':', "-")
-    );
-    assert_eq!(
-        guest(&format!("readlink {link}")).1.trim(),
-        "../smoke/pxelinux.cfg"
-    );
-    let node_log = s.node_log();
-    s.wait_for(
-        "node DHCP lease",
-        &node_log,
-        "pxelinux.0",
-        Duration::from_secs(180),
-    );
-    s.time("node power-on -> DHCP lease naming pxelinux.0", t);
-    s.wait_for("pxelinux", &node_log, "PXELINUX", Duration::from_secs(180));
-    s.time("node power-on -> pxelinux running", t);
-    s.wait_for(
-        "installer callback",
-        &node_log,
-        "boot-default answered: OK",
-        Duration::from_secs(240),
-    );
-    s.time("node power-on -> /boot-default/ called", t);
-
-    // Evidence from the headnode's side too.
-    let (_, access) = guest("cat /var/log/nginx/access.log");
-    assert!(
-        access.contains(&format!("GET /boot-default/?mac={NODE_MAC}"))
-            && access.contains("\" 200 "),
-        "{access}"
-    );
-    let (_, leases) = guest("cat /var/lib/dhcp/dhcpd.leases");
-    assert!(
-        leases.contains(&format!("hardware ethernet {NODE_MAC}")),
-        "{leases}"
-    );
-    let (code, _) = guest(&format!("test -e {link} || test -L {link}"));
-    assert_ne!(code, 0, "the node's link is still there");
-
-    // The node's next network boot gets pxelinux again and falls through to the local disk.
-    let start = Instant::now();
-    loop {
-        let text = String::from_utf8_lossy(&std::fs::read(&node_log).unwrap()).into_owned();
-        let after = text.split("boot-default answered: OK").nth(1).unwrap_or("");
-        if after.contains("PXELINUX") && after.contains("Booting from local disk") {
-            assert_eq!(
-                text.matches("installer: running on").count(),
-                1,
-                "the installer ran again"
-            );
-            break;
+    for node in &NODES {
+        let dashed = node.dashed();
+        for (link, target) in [
+            (format!("pxelinux.cfg/01-{dashed}"), "../smoke/pxelinux.cfg"),
+            (format!("uefi/01-{dashed}"), "../efi/profiles/smoke"),
+        ] {
+            let got = guest(&format!("readlink /var/lib/tftpboot/{link}")).1;
+            assert_eq!(got.trim(), target, "{link}");
         }
-        if start.elapsed() > Duration::from_secs(180) {
-            s.fail(
-                "second boot goes local",
-                "no `Booting from local disk` after the installer",
-                &node_log,
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
     }
-    s.time("node power-on -> second boot falls to local disk", t);
+    s.follow_nodes(t, Duration::from_secs(900));
+
+    // Evidence from the nodes' side: one install each, Secure Boot as each firmware had it, and
+    // a kernel with a broken signature refused only where Secure Boot is on.
+    for node in &NODES {
+        let log = s.node_log(node);
+        let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+        if text.matches("installer: running on").count() != 1 {
+            s.fail(node.label(), "the installer did not run exactly once", &log);
+        }
+        let (secure_boot, broken_kernel) = match node.firmware {
+            Firmware::Bios => continue,
+            Firmware::Uefi => ("secure boot: off", "was accepted"),
+            Firmware::SecureBoot => ("secure boot: on", "was refused"),
+        };
+        for want in [
+            format!("installer: {secure_boot}"),
+            format!("smoke: the kernel with a broken signature {broken_kernel}"),
+        ] {
+            if !text.contains(&want) {
+                s.fail(node.label(), &format!("no `{want}` on its console"), &log);
+            }
+        }
+    }
+    // And from the headnode's side: each node called back, held a lease, and is disarmed for
+    // both loaders.
+    let (_, access) = guest("cat /var/log/nginx/access.log");
+    let (_, leases) = guest("cat /var/lib/dhcp/dhcpd.leases");
+    for node in &NODES {
+        let callback = format!("GET /boot-default/?mac={} HTTP/1.1\" 200 ", node.mac);
+        assert!(access.contains(&callback), "{}: {access}", node.label());
+        let lease = format!("hardware ethernet {}", node.mac);
+        assert!(leases.contains(&lease), "{}: {leases}", node.label());
+        for dir in ["pxelinux.cfg", "uefi"] {
+            let link = format!("/var/lib/tftpboot/{dir}/01-{}", node.dashed());
+            let (code, _) = guest(&format!("test -e {link} || test -L {link}"));
+            assert_ne!(code, 0, "{}: {link} is still there", node.label());
+        }
+    }
 
     // 5. A reboot sets nothing up again: the share mounts and the stack serves by itself.
     let t = Instant::now();
@@ -662,7 +844,9 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     drop(s);
     // 6. Nothing of the test remains.
     for (what, args) in [
-        ("domain", vec!["dominfo", NODE]),
+        ("domain", vec!["dominfo", NODES[0].name]),
+        ("domain", vec!["dominfo", NODES[1].name]),
+        ("domain", vec!["dominfo", NODES[2].name]),
         ("network", vec!["net-info", VLAN_NET]),
         ("network", vec!["net-info", PUBLIC_NET]),
         ("pool", vec!["pool-info", "mkheadnode-smoke"]),

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """mkheadnode's boot-default CGI, behind nginx + fcgiwrap.
 
-An installer calls `GET /boot-default/?mac=aa:bb:cc:dd:ee:ff` when it has finished; this removes
-that node's `pxelinux.cfg/01-aa-bb-cc-dd-ee-ff` link so its next boot falls through to the local
-disk. Answers, as the 2013 script did: `OK` (200), or 400 for a malformed MAC. Beyond it:
-403 when the caller does not hold that MAC's DHCP lease (unless MKHEADNODE_REQUIRE_LEASE=0) or
-the entry is not a symlink, 404 when there is no link for the MAC. Every call is logged.
+An installer calls `GET /boot-default/?mac=aa:bb:cc:dd:ee:ff` when it has finished; this disarms
+that node for both loaders, removing its `{{pxelinux_cfg}}/01-aa-bb-cc-dd-ee-ff` link (BIOS) and its
+`{{uefi_dir}}/01-aa-bb-cc-dd-ee-ff` link (UEFI), so its next boot falls through to the local disk.
+Answers, as the 2013 script did: `OK` (200), or 400 for a malformed MAC. Beyond it: 403 when the
+caller does not hold that MAC's DHCP lease (unless MKHEADNODE_REQUIRE_LEASE=0) or an entry is not
+a symlink, 404 when the MAC has no link. Every call is logged.
 """
 
 import os
@@ -15,6 +16,8 @@ import sys
 import urllib.parse
 
 MAC = re.compile(r"\A([0-9a-f]{2}-){5}[0-9a-f]{2}\Z")
+# Where each loader looks for a node's install link, under the TFTP root.
+LINK_DIRS = ("{{pxelinux_cfg}}", "{{uefi_dir}}")
 LEASE = re.compile(r"lease\s+([0-9.]+)\s*\{(.*?)\}", re.S)
 
 
@@ -43,6 +46,26 @@ def lease_holders(path, mac):
     return {ip for ip, (hw, active) in latest.items() if hw == mac and active}
 
 
+def disarm(directory, name):
+    """Remove the symlink `name` in `directory`: "removed", "absent", or "refused" when the entry
+    is not a symlink (only links are ever removed)."""
+    try:
+        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return "absent"
+    try:
+        try:
+            st = os.lstat(name, dir_fd=dirfd)
+        except FileNotFoundError:
+            return "absent"
+        if not stat.S_ISLNK(st.st_mode):
+            return "refused"
+        os.unlink(name, dir_fd=dirfd)
+        return "removed"
+    finally:
+        os.close(dirfd)
+
+
 def main():
     remote = os.environ.get("REMOTE_ADDR", "?")
     if os.environ.get("REQUEST_METHOD", "GET") not in ("GET", "POST"):
@@ -62,27 +85,22 @@ def main():
         if remote not in lease_holders(leases, mac):
             log(remote, raw, "403 caller does not hold this MAC's lease")
             return reply(403, "only the node holding this MAC's DHCP lease may reset it")
-    cfg = os.path.join(os.environ.get("MKHEADNODE_TFTP_ROOT", "/var/lib/tftpboot"), "pxelinux.cfg")
-    name = "01-" + mac
-    try:
-        dirfd = os.open(cfg, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as e:
-        log(remote, raw, f"404 no pxelinux.cfg ({e.strerror})")
-        return reply(404, "no pxelinux.cfg directory")
-    try:
-        try:
-            st = os.lstat(name, dir_fd=dirfd)
-        except FileNotFoundError:
-            log(remote, raw, "404 no link")
-            return reply(404, "no install link for this MAC")
-        if not stat.S_ISLNK(st.st_mode):
-            log(remote, raw, "403 not a symlink, left alone")
-            return reply(403, "not an install link; left alone")
-        os.unlink(name, dir_fd=dirfd)
-        log(remote, raw, f"200 removed pxelinux.cfg/{name}")
-        return reply(200, "OK")
-    finally:
-        os.close(dirfd)
+    root = os.environ.get("MKHEADNODE_TFTP_ROOT", "{{tftp_root}}")
+    removed, refused = [], []
+    for sub in LINK_DIRS:
+        outcome = disarm(os.path.join(root, sub), "01-" + mac)
+        if outcome == "removed":
+            removed.append(f"{sub}/01-{mac}")
+        elif outcome == "refused":
+            refused.append(f"{sub}/01-{mac}")
+    if refused:
+        log(remote, raw, f"403 not a symlink, left alone: {', '.join(refused)}; removed: {removed}")
+        return reply(403, "not an install link; left alone")
+    if not removed:
+        log(remote, raw, "404 no link")
+        return reply(404, "no install link for this MAC")
+    log(remote, raw, f"200 removed {', '.join(removed)}")
+    return reply(200, "OK")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ need /usr/sbin/qemu-ga qemu-guest-agent
 need /usr/bin/ipmitool ipmitool
 need /usr/sbin/iptables-restore iptables
 need /usr/sbin/netfilter-persistent iptables-persistent
+need /usr/lib/shim/shimx64.efi.signed shim-signed
+need /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed grub-efi-amd64-signed
 step="installing packages"
 if [ -n "$missing" ]; then
     # cloud-init's config stage owns apt's sources and debconf until it is done.
@@ -97,16 +99,24 @@ fi
 systemctl daemon-reload &
 reload=$!
 
-step="filling /var/lib/tftpboot"; say "$step"
+step="filling {{tftp_root}}"; say "$step"
 modules=""
 for f in ldlinux.c32 menu.c32 chain.c32 mboot.c32 libutil.c32 libcom32.c32; do
     modules="$modules /usr/lib/syslinux/modules/bios/$f"
 done
-install -d -m 0755 /var/lib/tftpboot
-install -m 0644 /usr/lib/PXELINUX/pxelinux.0 $modules /usr/lib/syslinux/memdisk /var/lib/tftpboot/
-# The web server may remove links in pxelinux.cfg, and write nowhere else.
-install -d -o root -g www-data -m 0775 /var/lib/tftpboot/pxelinux.cfg
-install -m 0644 /usr/local/share/mkheadnode/pxelinux-default /var/lib/tftpboot/pxelinux.cfg/default
+install -d -m 0755 {{tftp_root}}
+# BIOS: pxelinux, its modules, and its default (boot the local disk).
+install -m 0644 /usr/lib/PXELINUX/{{bios_loader}} $modules /usr/lib/syslinux/memdisk {{tftp_root}}/
+# UEFI: the Microsoft-signed shim and the Debian-signed network GRUB it loads (under the name
+# shim asks for), and GRUB's config at the prefix built into it.
+install -d -m 0755 {{tftp_root}}/{{efi_dir}} {{tftp_root}}/{{efi_dir}}/profiles {{tftp_root}}/grub
+install -m 0644 /usr/lib/shim/shimx64.efi.signed {{tftp_root}}/{{efi_dir}}/{{uefi_loader}}
+install -m 0644 /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed {{tftp_root}}/{{efi_dir}}/grubx64.efi
+install -m 0644 /usr/local/share/mkheadnode/grub.cfg {{tftp_root}}/grub/grub.cfg
+# The per-node install links of both loaders. The web server may remove links there, and
+# write nowhere else.
+install -d -o root -g www-data -m 0775 {{tftp_root}}/{{pxelinux_cfg}} {{tftp_root}}/{{uefi_dir}}
+install -m 0644 /usr/local/share/mkheadnode/pxelinux-default {{tftp_root}}/{{pxelinux_cfg}}/default
 
 step="loading the firewall"; say "$step"
 iptables-restore < /etc/iptables/rules.v4

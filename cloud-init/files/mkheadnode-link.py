@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """mkheadnode-link: put machines into an install profile and power-cycle them (the 2013 linky).
 
-For every machine in /etc/moc/machines.txt (or only the MACs given), make
-pxelinux.cfg/01-<mac> a link to ../<profile>/pxelinux.cfg, set the next boot to the network
-where the driver can, and power-cycle the machine through its BMC. Runs only when asked.
+For every machine in /etc/moc/machines.txt (or only the MACs given), arm it for the profile's
+loaders: BIOS, {{pxelinux_cfg}}/01-<mac> -> ../<profile>/pxelinux.cfg; UEFI, {{uefi_dir}}/01-<mac> ->
+../{{efi_dir}}/profiles/<profile> (shim, GRUB and the profile's grub.cfg). Then set the next boot to the
+network where the driver can, and power-cycle the machine through its BMC. Runs only when asked.
 
 Drivers: ipmi (ipmitool lanplus), redfish (ComputerSystem.Reset), amt (Intel AMT's web form,
 as the 2013 power_cycle did), none. Credentials come from an INI file on the share that must not
@@ -35,6 +36,13 @@ import urllib.error
 import urllib.request
 
 MAC = re.compile(r"\A([0-9a-f]{2}[:-]){5}[0-9a-f]{2}\Z", re.I)
+TFTP_ROOT = "{{tftp_root}}"
+PXELINUX_CFG = "{{pxelinux_cfg}}"
+UEFI_DIR = "{{uefi_dir}}"
+EFI_DIR = "{{efi_dir}}"
+LOADER_CONFIG = {PXELINUX_CFG: "pxelinux.cfg", UEFI_DIR: "grub.cfg"}
+# Names under the TFTP root that are boot files or directories, never a profile.
+RESERVED = {{reserved_names_py}}
 DRIVERS = ("ipmi", "redfish", "amt", "none")
 
 
@@ -84,20 +92,43 @@ def settings_for(creds, bmc, default_driver):
     return s
 
 
-def link(cfg_dir, mac, profile, dry_run):
+def loaders(root, profile):
+    """The (link directory, link target) of each loader the profile serves, and of each it does
+    not (target None): BIOS through pxelinux.cfg, UEFI through grub.cfg and its published chain."""
+    bios = os.path.isfile(os.path.join(root, profile, "pxelinux.cfg"))
+    uefi = os.path.isfile(os.path.join(root, profile, "grub.cfg")) and os.path.isdir(
+        os.path.join(root, EFI_DIR, "profiles", profile))
+    return [
+        (PXELINUX_CFG, f"../{profile}/pxelinux.cfg" if bios else None),
+        (UEFI_DIR, f"../{EFI_DIR}/profiles/{profile}" if uefi else None),
+    ]
+
+
+def link(root, mac, profile, dry_run):
+    """Arm `mac` for every loader of `profile`; a loader the profile lacks is disarmed, so that
+    the node never installs an older profile through it."""
     name = "01-" + mac.replace(":", "-")
-    path = os.path.join(cfg_dir, name)
-    target = f"../{profile}/pxelinux.cfg"
-    if os.path.lexists(path) and not os.path.islink(path):
-        raise Fail(f"{path} exists and is not a link; left alone")
-    if dry_run:
-        return f"would link {name} -> {target}"
-    tmp = path + ".new"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, path)
-    return f"linked {name} -> {target}"
+    done = []
+    for sub, target in loaders(root, profile):
+        path = os.path.join(root, sub, name)
+        if os.path.lexists(path) and not os.path.islink(path):
+            raise Fail(f"{path} exists and is not a link; left alone")
+        if target is None:
+            if os.path.lexists(path):
+                if not dry_run:
+                    os.unlink(path)
+                done.append(f"{'would remove' if dry_run else 'removed'} {sub}/{name} (profile has no {LOADER_CONFIG[sub]})")
+            continue
+        if dry_run:
+            done.append(f"would link {sub}/{name} -> {target}")
+            continue
+        tmp = path + ".new"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+        done.append(f"linked {sub}/{name} -> {target}")
+    return "; ".join(done)
 
 
 def ipmi(bmc, s, timeout):
@@ -188,14 +219,15 @@ def main(argv=None):
     ap.add_argument("--no-power", action="store_true", help="only make the links")
     ap.add_argument("--machines", default="/etc/moc/machines.txt")
     ap.add_argument("--credentials", default="/etc/moc/bmc.conf")
-    ap.add_argument("--tftp-root", default="/var/lib/tftpboot")
+    ap.add_argument("--tftp-root", default=TFTP_ROOT)
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds per BMC call")
     a = ap.parse_args(argv)
 
-    if not re.match(r"\A[A-Za-z0-9._-]+\Z", a.profile) or a.profile in (".", ".."):
-        ap.error(f"bad profile name {a.profile!r}")
-    if not os.path.isfile(os.path.join(a.tftp_root, a.profile, "pxelinux.cfg")):
-        ap.error(f"profile {a.profile!r} has no {os.path.join(a.tftp_root, a.profile, 'pxelinux.cfg')}")
+    if not re.match(r"\A[A-Za-z0-9_-][A-Za-z0-9._-]*\Z", a.profile) or a.profile in RESERVED:
+        ap.error(f"bad profile name {a.profile!r}: letters, digits, '.', '_', '-', and not one of {', '.join(sorted(RESERVED))}")
+    if all(target is None for _, target in loaders(a.tftp_root, a.profile)):
+        ap.error(f"profile {a.profile!r} has neither {os.path.join(a.tftp_root, a.profile, 'pxelinux.cfg')} "
+                 f"nor a published grub.cfg (mkheadnode-publish-profiles publishes the share's profiles)")
     try:
         machines, errors = parse_machines(a.machines)
     except OSError as e:
@@ -215,14 +247,13 @@ def main(argv=None):
         except FileNotFoundError:
             ap.error(f"no credentials file {a.credentials} (or use --driver none / --no-power)")
 
-    cfg_dir = os.path.join(a.tftp_root, "pxelinux.cfg")
     failed = len(errors)
     for e in errors:
         print(f"FAILED {e}")
     for mac, bmc in machines:
         try:
             s = settings_for(creds, bmc, a.driver)
-            done = [link(cfg_dir, mac, a.profile, a.dry_run)]
+            done = [link(a.tftp_root, mac, a.profile, a.dry_run)]
             if a.no_power or s["driver"] == "none":
                 done.append("power left alone")
             elif a.dry_run:

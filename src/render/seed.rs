@@ -22,6 +22,7 @@ const ISC_DHCP_SERVER: &str = include_str!("../../cloud-init/files/isc-dhcp-serv
 const DHCPD_UNIT: &str = include_str!("../../cloud-init/files/dhcpd-unit.conf");
 const TFTPD_HPA: &str = include_str!("../../cloud-init/files/tftpd-hpa");
 const PXELINUX_DEFAULT: &str = include_str!("../../cloud-init/files/pxelinux-default");
+const GRUB_CFG: &str = include_str!("../../cloud-init/files/grub.cfg");
 const NGINX_SITE: &str = include_str!("../../cloud-init/files/nginx-site.conf");
 const BOOT_DEFAULT_CGI: &str = include_str!("../../cloud-init/files/boot-default.cgi");
 const LINK_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-link.py");
@@ -36,6 +37,37 @@ const PROFILES_SERVICE: &str = include_str!("../../cloud-init/files/mkheadnode-p
 
 /// Where the guest keeps what it serves over TFTP and HTTP.
 pub const TFTP_ROOT: &str = "/var/lib/tftpboot";
+/// The boot file BIOS clients get: pxelinux, which reads [`PXELINUX_CFG`]`/01-<mac>`.
+pub const BIOS_LOADER: &str = "pxelinux.0";
+/// pxelinux's per-node configs under [`TFTP_ROOT`]: an armed node's `01-<mac>` link.
+pub const PXELINUX_CFG: &str = "pxelinux.cfg";
+/// The UEFI boot file, the Microsoft-signed shim, which loads `grubx64.efi` beside it.
+pub const UEFI_LOADER: &str = "shimx64.efi";
+/// Under [`TFTP_ROOT`], shim, the signed network GRUB and, in `profiles/<name>/`, each
+/// profile's UEFI chain (links to both and to the profile's `grub.cfg`).
+pub const EFI_DIR: &str = "efi";
+/// Under [`TFTP_ROOT`], an armed UEFI node's `01-<mac>` link to its profile's chain; dhcpd
+/// names `01-<mac>/`[`UEFI_LOADER`] in it, so an unarmed node finds no boot file.
+pub const UEFI_DIR: &str = "uefi";
+/// Names under [`TFTP_ROOT`] that are boot files or directories: no profile may take one.
+pub const RESERVED_NAMES: &[&str] = &[
+    BIOS_LOADER,
+    "lpxelinux.0",
+    "ldlinux.c32",
+    "menu.c32",
+    "chain.c32",
+    "mboot.c32",
+    "libutil.c32",
+    "libcom32.c32",
+    "memdisk",
+    PXELINUX_CFG,
+    EFI_DIR,
+    UEFI_DIR,
+    "grub",
+    UEFI_LOADER,
+    "grubx64.efi",
+    "boot-default",
+];
 /// Where the guest installs the boot-default CGI.
 pub const CGI_PATH: &str = "/usr/local/lib/mkheadnode/boot-default";
 
@@ -82,14 +114,47 @@ impl NginxSite {
     }
 }
 
+/// The guest's file layout, offered to every guest file template (one source for the paths
+/// that the set-up script, dhcpd, GRUB, the link tool and the CGI must agree on).
+pub fn layout() -> Vars {
+    let reserved: Vec<&str> = RESERVED_NAMES.to_vec();
+    Vars::new()
+        .optional("tftp_root", TFTP_ROOT)
+        .optional("bios_loader", BIOS_LOADER)
+        .optional("pxelinux_cfg", PXELINUX_CFG)
+        .optional("uefi_loader", UEFI_LOADER)
+        .optional("efi_dir", EFI_DIR)
+        .optional("uefi_dir", UEFI_DIR)
+        .optional("reserved_names", reserved.join(" | "))
+        .optional("reserved_names_py", json(&reserved))
+}
+
+/// A guest file rendered with [`layout`] and nothing else.
+fn with_layout(template: &str, origin: &str) -> anyhow::Result<String> {
+    render_text(template, origin, &layout())
+}
+
 /// The boot-default CGI program (Python 3), as installed in the guest.
-pub fn boot_default_cgi() -> &'static str {
-    BOOT_DEFAULT_CGI
+pub fn boot_default_cgi() -> anyhow::Result<String> {
+    with_layout(BOOT_DEFAULT_CGI, "files/boot-default.cgi")
 }
 
 /// The link tool (Python 3), as installed in the guest.
-pub fn link_tool() -> &'static str {
-    LINK_TOOL
+pub fn link_tool() -> anyhow::Result<String> {
+    with_layout(LINK_TOOL, "files/mkheadnode-link.py")
+}
+
+/// The dhcpd expression for the client's MAC as `aa-bb-cc-dd-ee-ff`: `binary-to-ascii` drops
+/// leading zeros, so each byte is padded to two digits.
+fn dhcpd_mac_dashed() -> String {
+    (1..=6)
+        .map(|i| {
+            format!(
+                "suffix(concat(\"0\", binary-to-ascii(16, 8, \"\", substring(hardware, {i}, 1))), 2)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", \"-\", ")
 }
 
 /// The guest's `dhcpd.conf`.
@@ -97,7 +162,7 @@ pub fn dhcpd_conf(plan: &Plan) -> anyhow::Result<String> {
     let a = &plan.addressing;
     let private = Ipv4Net::of(a.private_address, a.private_prefix);
     let mgmt = Ipv4Net::of(a.management_address, a.management_prefix);
-    let ctx = Vars::new()
+    let ctx = layout()
         .value("vlan", plan.vlan)
         .value("private_network", private.network)
         .value("private_netmask", private.netmask)
@@ -106,13 +171,14 @@ pub fn dhcpd_conf(plan: &Plan) -> anyhow::Result<String> {
         .value("dhcp_range_start", a.dhcp_range_start)
         .value("dhcp_range_end", a.dhcp_range_end)
         .value("management_network", mgmt.network)
-        .value("management_netmask", mgmt.netmask);
+        .value("management_netmask", mgmt.netmask)
+        .value("mac_dashed", dhcpd_mac_dashed());
     render_text(DHCPD_CONF, "files/dhcpd.conf", &ctx)
 }
 
 /// The guest-side files user-data carries, by placeholder name.
 pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let addr = Vars::new().value("private_address", plan.addressing.private_address);
+    let addr = layout().value("private_address", plan.addressing.private_address);
     Ok(vec![
         ("dhcpd_conf", dhcpd_conf(plan)?),
         ("isc_dhcp_server", ISC_DHCP_SERVER.to_string()),
@@ -122,14 +188,18 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
             render_text(TFTPD_HPA, "files/tftpd-hpa", &addr)?,
         ),
         ("pxelinux_default", PXELINUX_DEFAULT.to_string()),
+        ("grub_cfg", with_layout(GRUB_CFG, "files/grub.cfg")?),
         ("nginx_site", NginxSite::for_plan(plan).render()?),
-        ("boot_default_cgi", BOOT_DEFAULT_CGI.to_string()),
-        ("link_tool", LINK_TOOL.to_string()),
+        ("boot_default_cgi", boot_default_cgi()?),
+        ("link_tool", link_tool()?),
         (
             "publish_profiles",
             render_text(PUBLISH_PROFILES, "files/publish-profiles.sh", &addr)?,
         ),
-        ("setup_script", SETUP_SCRIPT.to_string()),
+        (
+            "setup_script",
+            with_layout(SETUP_SCRIPT, "files/headnode-setup.sh")?,
+        ),
         ("rules_v4", RULES_V4.to_string()),
         ("rules_v6", RULES_V6.to_string()),
         ("modules_9p", MODULES_9P.to_string()),
@@ -180,6 +250,11 @@ pub fn ready_marker(plan: &Plan) -> String {
 /// A value as a YAML scalar or flow sequence: JSON is a subset of YAML, so a JSON-encoded value
 /// can never change the structure of the document it is put in.
 fn yaml<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    json(value)
+}
+
+/// A value as JSON (also a Python literal for the strings and lists used here).
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("plain values always serialize")
 }
 

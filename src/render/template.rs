@@ -23,6 +23,8 @@ pub const SLOT_ELEMENT: &str = "mkheadnode-slot";
 #[derive(Debug, Default, Clone)]
 pub struct Vars {
     values: BTreeMap<&'static str, String>,
+    /// Values a template may use or not (names shared by a family of templates).
+    optional: BTreeMap<&'static str, String>,
     slots: BTreeMap<&'static str, String>,
 }
 
@@ -35,6 +37,13 @@ impl Vars {
     /// Set placeholder `{{name}}` to `value` (plain text; escaping is the writer's job).
     pub fn value(mut self, name: &'static str, value: impl ToString) -> Vars {
         self.values.insert(name, value.to_string());
+        self
+    }
+
+    /// Offer placeholder `{{name}}` without requiring the template to use it: for names that a
+    /// family of templates shares, such as the guest's file layout.
+    pub fn optional(mut self, name: &'static str, value: impl ToString) -> Vars {
+        self.optional.insert(name, value.to_string());
         self
     }
 
@@ -187,12 +196,16 @@ fn fill(text: &str, ctx: &Vars, used: &mut BTreeSet<&'static str>) -> anyhow::Re
             .find("}}")
             .ok_or_else(|| anyhow!("unclosed `{{{{` in `{text}`"))?;
         let name = after[..end].trim();
-        let (key, value) = ctx
-            .values
-            .get_key_value(name)
-            .ok_or_else(|| anyhow!("placeholder `{{{{{name}}}}}` has no value"))?;
-        used.insert(key);
-        out.push_str(value);
+        if let Some((key, value)) = ctx.values.get_key_value(name) {
+            used.insert(key);
+            out.push_str(value);
+        } else {
+            let value = ctx
+                .optional
+                .get(name)
+                .ok_or_else(|| anyhow!("placeholder `{{{{{name}}}}}` has no value"))?;
+            out.push_str(value);
+        }
         rest = &after[end + 2..];
     }
     out.push_str(rest);
