@@ -466,8 +466,8 @@ impl Smoke {
             ),
             (
                 "shim is Microsoft-signed",
-                "grep -c 'Microsoft Corporation UEFI CA' /var/lib/tftpboot/efi/shimx64.efi",
-                "1",
+                "grep -q 'Microsoft Corporation UEFI CA' /var/lib/tftpboot/efi/shimx64.efi && echo signed",
+                "signed",
             ),
         ];
         for (step, cmd, want) in checks {

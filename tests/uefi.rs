@@ -356,3 +356,22 @@ fn the_link_tool_refuses_profiles_named_like_boot_files() {
     assert_eq!(code, 2);
     assert!(err.contains("'absent'"), "{err}");
 }
+
+#[test]
+fn the_example_profiles_grub_configs_pass_grub_script_check() {
+    let profiles = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cloud-init/profiles");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&profiles).unwrap() {
+        let cfg = entry.unwrap().path().join("grub.cfg");
+        tool("grub-script-check", &[cfg.to_str().unwrap()]);
+        assert!(
+            std::fs::read_to_string(&cfg)
+                .unwrap()
+                .contains("(http,@HEADNODE@)/"),
+            "{} does not fetch over HTTP",
+            cfg.display()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "every example profile has a GRUB side");
+}

@@ -11,6 +11,7 @@ use crate::host::virt_type;
 use crate::model::config::{Attachment, Config};
 use crate::model::plan::{Plan, VirtType};
 use crate::model::vlan::Vlan;
+use crate::render::seed::{BIOS_LOADER, UEFI_LOADER};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -75,6 +76,7 @@ pub fn run(
     out.push(security(hv));
     out.push(apparmor_rule(config));
     out.push(config_dir(config));
+    out.push(boot_modes());
     if let Some(hv) = hv {
         out.push(base_image(hv, config));
         out.extend(attachments(hv, config, vlans));
@@ -209,6 +211,20 @@ fn kvm_or_qemu(hv: &Hypervisor, config: &Config) -> Finding {
         Level::Note
     };
     finding(level, "virt type", choice.reason)
+}
+
+/// Which clients every headnode serves, and how (what the base image must carry for it).
+fn boot_modes() -> Finding {
+    finding(
+        Level::Ok,
+        "boot modes",
+        format!(
+            "BIOS: {BIOS_LOADER} over TFTP; UEFI (arch 7, 9), Secure Boot included: \
+             {UEFI_LOADER} (Microsoft-signed shim) then Debian-signed GRUB over TFTP; UEFI HTTP \
+             Boot (arch 16): the same chain from nginx. Needs shim-signed and \
+             grub-efi-amd64-signed in the base image (`make image` has them)"
+        ),
+    )
 }
 
 /// The report as text, one line per finding.
