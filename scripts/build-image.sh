@@ -17,6 +17,11 @@ OUT_DIR=${OUT_DIR:-/var/lib/mkheadnode/base}
 IMAGE=$OUT_DIR/debian-12-headnode.qcow2
 SUITE=bookworm
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
+# The UEFI chain that the headnode serves comes from Debian's current release: its signed network
+# GRUB (2.12) can fetch over HTTP, which Debian 12's (2.06) cannot, so UEFI nodes load kernels
+# and initrds from nginx and UEFI HTTP Boot works. Only the two signed EFI binaries are taken
+# (Debian's own, signed by Microsoft and Debian), beside the suite's packaged ones.
+EFI_SUITE=${EFI_SUITE:-trixie}
 
 
 PACKAGES=(
@@ -52,6 +57,24 @@ mmdebstrap --quiet --variant=minbase --mode=root --include="$include" \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
   --customize-hook='chroot "$1" systemctl mask isc-dhcp-server tftpd-hpa nginx fcgiwrap.socket fcgiwrap' \
   "$SUITE" "$ROOT" "$MIRROR"
+
+stage "the UEFI chain from $EFI_SUITE: shim-signed and grub-efi-amd64-signed"
+mkdir -p "$WORK/apt/lists/partial" "$WORK/apt/archives/partial" "$WORK/efi"
+echo "deb $MIRROR $EFI_SUITE main" > "$WORK/apt/sources.list"
+apt_efi=(-o "Dir::Etc::SourceList=$WORK/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+  -o "Dir::State::Lists=$WORK/apt/lists" -o "Dir::Cache::Archives=$WORK/apt/archives"
+  -o APT::Sandbox::User=root)
+apt-get "${apt_efi[@]}" update -qq
+(cd "$WORK/efi" && apt-get "${apt_efi[@]}" download -qq shim-signed grub-efi-amd64-signed)
+EFI=$ROOT/usr/local/lib/mkheadnode/efi
+mkdir -p "$EFI"
+for deb in "$WORK"/efi/*.deb; do
+  dpkg-deb -x "$deb" "$WORK/efi/x"
+  dpkg-deb --show --showformat='${Package} ${Version}\n' "$deb" >> "$EFI/VERSIONS"
+done
+install -m 0644 "$WORK/efi/x/usr/lib/shim/shimx64.efi.signed" "$EFI/shimx64.efi.signed"
+install -m 0644 "$WORK/efi/x/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed" "$EFI/grubnetx64.efi.signed"
+cat "$EFI/VERSIONS"
 
 stage "configuring the root filesystem"
 echo "headnode" > "$ROOT/etc/hostname"
@@ -105,7 +128,14 @@ rm -rf "$OUT_DIR/installer" && mkdir -p "$OUT_DIR/installer/modules"
 cp "$ROOT/boot/vmlinuz-$kver" "$OUT_DIR/installer/vmlinuz"
 for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
   f=$(find "$ROOT/lib/modules/$kver" -name "$m.ko*" | head -1)
-  [ -n "$f" ] && cp "$f" "$OUT_DIR/installer/modules/"
+  # Unpacked here: the installer's busybox insmod takes plain .ko files (the signature that
+  # Secure Boot's lockdown checks is on the uncompressed module).
+  case "$f" in
+    "") ;;
+    *.ko.xz) xz -dc "$f" > "$OUT_DIR/installer/modules/$m.ko" ;;
+    *.ko.zst) zstd -qdc "$f" > "$OUT_DIR/installer/modules/$m.ko" ;;
+    *) cp "$f" "$OUT_DIR/installer/modules/" ;;
+  esac
 done
 
 # The UEFI nodes' local disk in the smoke test boots the same signed chain from an ESP.

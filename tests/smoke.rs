@@ -22,6 +22,8 @@ const VLAN: u16 = 4042;
 const HEADNODE: &str = "headnode-4042";
 const VLAN_NET: &str = "smoke-v4042";
 const VLAN_BRIDGE: &str = "mkhsmoke4042";
+/// Where the profile's GRUB side fetches kernels from: the headnode's nginx (our grub.cfg sets it).
+const GRUB_FETCH: &str = "${mkheadnode_fetch}";
 const PUBLIC_NET: &str = "smoke-public";
 const BMC_PORT: &str = "6230";
 const BMC_PASSWORD: &str = "smoke-secret";
@@ -316,17 +318,20 @@ impl Smoke {
         std::fs::write(
             profile.join("grub.cfg"),
             "set timeout=0\n\
-             if linux (http,@HEADNODE@)/smoke/vmlinuz-bad console=ttyS0,115200; then\n\
+             if linux @GRUB_FETCH@/smoke/vmlinuz-bad console=ttyS0,115200; then\n\
              \x20 echo \"smoke: the kernel with a broken signature was accepted\"\n\
              else\n\
              \x20 echo \"smoke: the kernel with a broken signature was refused\"\n\
              fi\n\
-             linux (http,@HEADNODE@)/smoke/vmlinuz console=ttyS0,115200 headnode=@HEADNODE@\n\
-             initrd (http,@HEADNODE@)/smoke/initrd.gz\n\
+             linux @GRUB_FETCH@/smoke/vmlinuz console=ttyS0,115200 headnode=@HEADNODE@\n\
+             initrd @GRUB_FETCH@/smoke/initrd.gz\n\
              boot\n",
         )
         .unwrap();
         sh("chmod", &["-R", "a+rX", cfg.to_str().unwrap()]);
+        let grub = profile.join("grub.cfg");
+        let text = std::fs::read_to_string(&grub).unwrap();
+        std::fs::write(&grub, text.replace("@GRUB_FETCH@", GRUB_FETCH)).unwrap();
         let creds = cfg.join("bmc.conf");
         std::fs::write(&creds, format!("[default]\ndriver = ipmi\nusername = admin\npassword = {BMC_PASSWORD}\nport = {BMC_PORT}\n")).unwrap();
         sh("chown", &["root:libvirt-qemu", creds.to_str().unwrap()]);
@@ -385,7 +390,8 @@ impl Smoke {
              <source file='{disk_str}'/><target dev='vda' bus='virtio'/></disk>\
              <interface type='network'><mac address='{mac}'/><source network='{VLAN_NET}'/>\
              <model type='virtio'/>{rom}</interface>\
-             <serial type='file'><source path='{log}'/><target port='0'/></serial></devices></domain>",
+             <serial type='file'><source path='{log}' append='on'/><target port='0'/></serial>\
+             </devices></domain>",
             name = node.name,
             mac = node.mac,
             log = self.node_log(node).display(),
@@ -755,6 +761,11 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     // both loaders.
     let (_, access) = guest("cat /var/log/nginx/access.log");
     let (_, leases) = guest("cat /var/lib/dhcp/dhcpd.leases");
+    // GRUB fetched the kernels from nginx (pxelinux fetches over TFTP).
+    for file in ["vmlinuz-bad", "vmlinuz", "initrd.gz"] {
+        let fetch = format!("GET /smoke/{file} HTTP/1.1\" 200 ");
+        assert!(access.contains(&fetch), "no {fetch}: {access}");
+    }
     for node in &NODES {
         let callback = format!("GET /boot-default/?mac={} HTTP/1.1\" 200 ", node.mac);
         assert!(access.contains(&callback), "{}: {access}", node.label());

@@ -120,3 +120,21 @@ impl Drop for OpenDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// dhcpd in the foreground in network namespace `ns`, serving `conf` on its `eth0`, with its
+/// lease and pid files in `dir` (the lease file is made empty); stdio is the caller's choice.
+#[cfg(feature = "host-tests")]
+pub fn dhcpd_in_netns(ns: &str, dir: &Path, conf: &str) -> Command {
+    let conf_path = dir.join("dhcpd.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    std::fs::write(dir.join("leases"), "").unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "dhcpd", "-f", "-4", "-cf"])
+        .arg(&conf_path)
+        .arg("-lf")
+        .arg(dir.join("leases"))
+        .arg("-pf")
+        .arg(dir.join("pid"))
+        .arg("eth0");
+    cmd
+}

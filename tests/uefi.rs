@@ -3,7 +3,7 @@
 //! through `grub-script-check`, and arming and disarming both loaders with the publish script,
 //! the link tool and the boot-default CGI on a temp TFTP root.
 
-use crate::support::{run, tool};
+use crate::support::{dhcpd_in_netns, run, tool};
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
@@ -51,17 +51,7 @@ impl DhcpBed {
             ip(&["link", "set", dev, "up"]);
         }
         let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("dhcpd.conf");
-        std::fs::write(&conf, seed::dhcpd_conf(&plan()).unwrap()).unwrap();
-        std::fs::write(dir.path().join("leases"), "").unwrap();
-        let dhcpd = Command::new("ip")
-            .args(["netns", "exec", &ns, "dhcpd", "-f", "-4", "-q", "-cf"])
-            .arg(&conf)
-            .arg("-lf")
-            .arg(dir.path().join("leases"))
-            .arg("-pf")
-            .arg(dir.path().join("pid"))
-            .arg("eth0")
+        let dhcpd = dhcpd_in_netns(&ns, dir.path(), &seed::dhcpd_conf(&plan()).unwrap())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -367,7 +357,7 @@ fn the_example_profiles_grub_configs_pass_grub_script_check() {
         assert!(
             std::fs::read_to_string(&cfg)
                 .unwrap()
-                .contains("(http,@HEADNODE@)/"),
+                .contains("${mkheadnode_fetch}/"),
             "{} does not fetch over HTTP",
             cfg.display()
         );

@@ -108,10 +108,18 @@ install -d -m 0755 {{tftp_root}}
 # BIOS: pxelinux, its modules, and its default (boot the local disk).
 install -m 0644 /usr/lib/PXELINUX/{{bios_loader}} $modules /usr/lib/syslinux/memdisk {{tftp_root}}/
 # UEFI: the Microsoft-signed shim and the Debian-signed network GRUB it loads (under the name
-# shim asks for), and GRUB's config at the prefix built into it.
+# shim asks for), and GRUB's config at the prefix built into it. A pair that images made for
+# mkheadnode carry in /usr/local/lib/mkheadnode/efi (a GRUB that can fetch over HTTP) goes
+# before the packaged one.
+efi=/usr/local/lib/mkheadnode/efi
+if [ -f $efi/shimx64.efi.signed ] && [ -f $efi/grubnetx64.efi.signed ]; then
+    shim=$efi/shimx64.efi.signed grub=$efi/grubnetx64.efi.signed
+else
+    shim=/usr/lib/shim/shimx64.efi.signed grub=/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
+fi
 install -d -m 0755 {{tftp_root}}/{{efi_dir}} {{tftp_root}}/{{efi_dir}}/profiles {{tftp_root}}/grub
-install -m 0644 /usr/lib/shim/shimx64.efi.signed {{tftp_root}}/{{efi_dir}}/{{uefi_loader}}
-install -m 0644 /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed {{tftp_root}}/{{efi_dir}}/grubx64.efi
+install -m 0644 $shim {{tftp_root}}/{{efi_dir}}/{{uefi_loader}}
+install -m 0644 $grub {{tftp_root}}/{{efi_dir}}/grubx64.efi
 install -m 0644 /usr/local/share/mkheadnode/grub.cfg {{tftp_root}}/grub/grub.cfg
 # The per-node install links of both loaders. The web server may remove links there, and
 # write nowhere else.

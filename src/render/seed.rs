@@ -188,7 +188,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
             render_text(TFTPD_HPA, "files/tftpd-hpa", &addr)?,
         ),
         ("pxelinux_default", PXELINUX_DEFAULT.to_string()),
-        ("grub_cfg", with_layout(GRUB_CFG, "files/grub.cfg")?),
+        ("grub_cfg", render_text(GRUB_CFG, "files/grub.cfg", &addr)?),
         ("nginx_site", NginxSite::for_plan(plan).render()?),
         ("boot_default_cgi", boot_default_cgi()?),
         ("link_tool", link_tool()?),
@@ -369,6 +369,40 @@ mod tests {
         ]))
         .unwrap();
         assert!(!f.user_data.contains("\npower_state:"), "{}", f.user_data);
+    }
+
+    #[test]
+    fn the_layout_reserves_every_boot_file_and_directory() {
+        for name in [
+            BIOS_LOADER,
+            PXELINUX_CFG,
+            UEFI_LOADER,
+            EFI_DIR,
+            UEFI_DIR,
+            "grub",
+            "grubx64.efi",
+        ] {
+            assert!(RESERVED_NAMES.contains(&name), "{name} is not reserved");
+        }
+        // Every guest file renders with it: no placeholder is left over.
+        for (name, text) in guest_files(&plan_with_keys(vec![])).unwrap() {
+            assert!(!text.contains("{{"), "{name} has an unfilled placeholder");
+        }
+    }
+
+    #[test]
+    fn dhcpd_spells_the_mac_with_two_digits_a_byte() {
+        let expr = dhcpd_mac_dashed();
+        assert_eq!(
+            expr.matches("suffix(concat(\"0\", binary-to-ascii(16, 8, \"\", substring(hardware, ")
+                .count(),
+            6
+        );
+        assert!(
+            expr.contains("substring(hardware, 1, 1)")
+                && expr.contains("substring(hardware, 6, 1)")
+        );
+        assert_eq!(expr.matches(", \"-\", ").count(), 5);
     }
 
     #[test]

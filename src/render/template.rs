@@ -217,6 +217,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn optional_values_fill_but_need_not_be_used() {
+        let ctx = Vars::new().value("a", 1).optional("b", 2).optional("c", 3);
+        assert_eq!(render_text("{{a}}-{{b}}", "t", &ctx).unwrap(), "1-2");
+        // A required value left unused is still an error; an unknown one too.
+        let err = render_text("{{b}}", "t", &ctx).unwrap_err();
+        assert!(format!("{err:#}").contains("does not use a"), "{err:#}");
+        let err = render_text("{{a}}{{d}}", "t", &ctx).unwrap_err();
+        assert!(format!("{err:#}").contains("`{{d}}`"), "{err:#}");
+    }
+
+    #[test]
     fn fills_text_and_attributes_with_escaping() {
         let t = r#"<a x="{{v}}"><b>{{v}} and {{w}}</b></a>"#;
         let out = render(t, "t.xml", &Vars::new().value("v", "<&\"'>").value("w", 7)).unwrap();
