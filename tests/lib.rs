@@ -7,6 +7,8 @@
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
 //! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
+//!
+//! `package` checks the example config file that the Debian package ships (pure).
 
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +23,7 @@ mod cli;
 #[cfg(feature = "host-tests")]
 mod guest;
 mod layers;
+mod package;
 #[allow(
     clippy::absolute_paths,
     reason = "it names SYSTEM_URI and BOOT_SIGN in place"
