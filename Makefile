@@ -37,9 +37,10 @@ lint:
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
 # Unit tests, validators, the guest stack on loopback, libvirt's test driver and the real
-# qemu:///system (no guest boots). A plain `cargo test` runs only the pure ones; the host-tests
-# feature adds the rest.
-unit: setup
+# qemu:///system (no guest boots), and the Debian package installed into a Debian 12 root
+# (tests/package.rs, which takes the package `deb` makes). A plain `cargo test` runs only the
+# pure ones; the host-tests feature adds the rest.
+unit: setup deb
 	$(CARGO) test --locked --features host-tests
 
 # The nightly: a real headnode boots and a second VM PXE-installs from it (minutes, TCG).

@@ -8,7 +8,8 @@
 //! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
 //!
-//! `package` checks the example config file that the Debian package ships (pure).
+//! `package` checks the example config file that the Debian package ships (pure) and, with
+//! `host-tests`, installs the package that `make deb` made into a fresh Debian 12 root.
 
 #![allow(
     clippy::unwrap_used,
