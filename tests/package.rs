@@ -150,7 +150,10 @@ mod installed {
             .args(["--quiet", "--variant=apt", "--mode=root"])
             .arg(format!("--include={}", packages.join(",")))
             .args([SUITE, partial.to_str().unwrap(), &mirror]));
-        assert_eq!(code, 0, "mmdebstrap failed:\n{out}\n{err}");
+        if code != 0 {
+            let _ = std::fs::remove_file(&partial);
+            panic!("mmdebstrap failed:\n{out}\n{err}");
+        }
         // Roots for other package lists are stale now.
         for entry in std::fs::read_dir(cache).unwrap() {
             let path = entry.unwrap().path();
