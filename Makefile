@@ -5,13 +5,26 @@ CARGO ?= cargo
 BIN := target/release/mkheadnode
 IMAGE_DIR ?= /var/lib/mkheadnode/base
 
-.PHONY: setup build image lint unit smoke test run bench
+.PHONY: setup build deb image lint unit smoke test run bench
 
 setup:
 	bash scripts/setup-host.sh
 
 build:
 	$(CARGO) build --release --locked
+
+# The Debian package, target/debian/mkheadnode_<version>_amd64.deb (packaging/lintian.md). The
+# man pages and completions are made by the release binary from its own clap definition;
+# cargo-deb (installed if missing) packs them with it as Cargo.toml's [package.metadata.deb] says.
+DEB_ASSETS := target/assets
+deb: build
+	$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked --version '^3'
+	rm -rf $(DEB_ASSETS) && mkdir -p $(DEB_ASSETS)/completions
+	$(BIN) __man $(DEB_ASSETS)/man
+	$(BIN) completions bash > $(DEB_ASSETS)/completions/mkheadnode
+	$(BIN) completions zsh > $(DEB_ASSETS)/completions/_mkheadnode
+	$(BIN) completions fish > $(DEB_ASSETS)/completions/mkheadnode.fish
+	$(CARGO) deb --no-build --locked
 
 # The test/demo base image, built offline from Debian's archive; cached by its recipe.
 image: setup
@@ -24,9 +37,10 @@ lint:
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
 # Unit tests, validators, the guest stack on loopback, libvirt's test driver and the real
-# qemu:///system (no guest boots). A plain `cargo test` runs only the pure ones; the host-tests
-# feature adds the rest.
-unit: setup
+# qemu:///system (no guest boots), and the Debian package installed into a Debian 12 root
+# (tests/package.rs, which takes the package `deb` makes). A plain `cargo test` runs only the
+# pure ones; the host-tests feature adds the rest.
+unit: setup deb
 	$(CARGO) test --locked --features host-tests
 
 # The nightly: a real headnode boots and a second VM PXE-installs from it (minutes, TCG).

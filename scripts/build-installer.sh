@@ -10,9 +10,13 @@
 set -euo pipefail
 OUT_DIR=${OUT_DIR:-/var/lib/mkheadnode/base}
 HERE=$(cd "$(dirname "$0")" && pwd)
+# The installer's /init: beside this script where the Debian package installs both
+# (/usr/share/mkheadnode), under tests/smoke/ in the source tree.
+INIT=$HERE/installer-init
+[ -f "$INIT" ] || INIT=$HERE/../tests/smoke/installer-init
 SRC=$OUT_DIR/installer
 for f in vmlinuz shimx64.efi grubx64.efi; do
-  [ -f "$SRC/$f" ] || { echo "no $SRC/$f: run scripts/build-image.sh first" >&2; exit 1; }
+  [ -f "$SRC/$f" ] || { echo "no $SRC/$f: run $HERE/build-image.sh first" >&2; exit 1; }
 done
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -20,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK"/initrd/{bin,proc,sys,dev,etc,lib/modules}
 cp /bin/busybox "$WORK/initrd/bin/busybox"
 cp "$SRC"/modules/* "$WORK/initrd/lib/modules/" 2>/dev/null || true
-install -m 0755 "$HERE/../tests/smoke/installer-init" "$WORK/initrd/init"
+install -m 0755 "$INIT" "$WORK/initrd/init"
 (cd "$WORK/initrd" && find . | cpio --quiet -o -H newc | gzip -9) > "$SRC/initrd.gz.tmp"
 mv "$SRC/initrd.gz.tmp" "$SRC/initrd.gz"
 echo "==> installer initrd: $SRC/initrd.gz ($(du -h "$SRC/initrd.gz" | cut -f1))"

@@ -7,8 +7,8 @@ set -euo pipefail
 log() { printf '==> %s\n' "$*" >&2; }
 
 PACKAGES=(
-  # build
-  pkg-config libvirt-dev
+  # build (dpkg-dev: dpkg-shlibdeps, which finds the Debian package's Depends)
+  pkg-config libvirt-dev dpkg-dev
   # hypervisor
   libvirt-daemon-system libvirt-clients qemu-system-x86 dnsmasq-base
   # validators used by the tests

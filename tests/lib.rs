@@ -7,6 +7,9 @@
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
 //! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
+//!
+//! `package` checks the example config file that the Debian package ships (pure) and, with
+//! `host-tests`, installs the package that `make deb` made into a fresh Debian 12 root.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +24,7 @@ mod cli;
 #[cfg(feature = "host-tests")]
 mod guest;
 mod layers;
+mod package;
 #[allow(
     clippy::absolute_paths,
     reason = "it names SYSTEM_URI and BOOT_SIGN in place"

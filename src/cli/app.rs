@@ -3,6 +3,7 @@ Running a parsed command line: load settings, connect, dispatch, and sum up bulk
 */
 
 use crate::cli::args::{Cli, Command, CreateArgs, GlobalArgs};
+use crate::cli::docs;
 use crate::error::{failure, kind_of, Kind};
 use crate::host::hypervisor::{uri_is_local, Hypervisor};
 use crate::host::kvm_probe;
@@ -23,8 +24,12 @@ use std::time::Duration;
 
 /// Run the command line; the error's kind decides the exit status.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::KvmProbe) = cli.command {
-        return kvm_probe::run_probe();
+    // These need no settings: a broken config file must not break them.
+    match &cli.command {
+        Some(Command::KvmProbe) => return kvm_probe::run_probe(),
+        Some(Command::Completions { shell }) => return docs::print_completions(*shell),
+        Some(Command::Man { dir }) => return docs::write_man_pages(dir),
+        _ => {}
     }
     let g = &cli.global;
     let out = reporter(g);
@@ -49,7 +54,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::List { json }) => list(g, config, out, *json),
         Some(Command::Status { vlan, json }) => status(g, config, out, vlan, *json),
         Some(Command::Check { vlans }) => check(g, &config, vlans.as_deref()),
-        Some(Command::KvmProbe) => unreachable!("handled above"),
+        Some(Command::KvmProbe | Command::Completions { .. } | Command::Man { .. }) => {
+            unreachable!("handled above")
+        }
     }
 }
 

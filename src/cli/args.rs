@@ -7,6 +7,7 @@ use crate::host::hypervisor::DEFAULT_URI;
 use crate::host::kvm_probe::PROBE_ARG;
 use crate::model::config::{Attachment, Config, VirtTypeChoice};
 use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -87,7 +88,24 @@ pub enum Command {
     /// Internal: run the KVM probe (used by virt-type auto).
     #[command(name = PROBE_ARG, hide = true)]
     KvmProbe,
+    /// Print the completion script of a shell.
+    ///
+    /// The Debian package installs those of bash, zsh and fish. Elsewhere, e.g.
+    /// `mkheadnode completions bash > /etc/bash_completion.d/mkheadnode`.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Internal: write the man pages (mkheadnode.1, mkheadnode-<command>.1) into DIR.
+    #[command(name = MAN_ARG, hide = true)]
+    Man {
+        /// Where to write them (made if absent).
+        dir: PathBuf,
+    },
 }
+
+/// The hidden subcommand that writes the man pages (`make deb` runs it).
+pub const MAN_ARG: &str = "__man";
 
 /// Options of create and rebuild.
 #[derive(Debug, Clone, Default, Args)]

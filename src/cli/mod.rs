@@ -1,6 +1,8 @@
 /*!
-The command line: the flags ([`args`]) and running them ([`app`]).
+The command line: the flags ([`args`]), running them ([`app`]), and the completion scripts
+and man pages made from them ([`docs`]).
 */
 
 pub mod app;
 pub mod args;
+pub mod docs;
