@@ -2,7 +2,7 @@
 //! the nginx site through `nginx -t` and then live on loopback with fcgiwrap and the
 //! boot-default CGI, and the link tool against a temp TFTP root.
 
-use crate::support::{free_port, run, tool, wait_until};
+use crate::support::{free_port, run, wait_until, Netns};
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
@@ -37,53 +37,20 @@ fn dhcpd_accepts_the_rendered_config_and_rejects_the_2013_one() {
     assert_ne!(code, 0);
 }
 
-/// A network namespace with an `eth0` that carries both headnode addresses; removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("mkh-{tag}-{}", std::process::id());
-        let ns = Netns(name.clone());
-        tool("ip", &["netns", "add", &name]);
-        tool(
-            "ip",
-            &[
-                "-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-            ],
-        );
-        for addr in ["192.168.10.254/24", "10.0.0.254/24"] {
-            tool("ip", &["-n", &name, "addr", "add", addr, "dev", "eth0"]);
-        }
-        for dev in ["lo", "eth0", "peer0"] {
-            tool("ip", &["-n", &name, "link", "set", dev, "up"]);
-        }
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn dhcpd_really_starts_on_an_eth0_with_both_subnets() {
     // `dhcpd -t` accepts two subnets on one interface outside a shared-network; dhcpd itself
     // then refuses to start. Only running it shows that.
     let ns = Netns::new("dhcpd");
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("dhcpd.conf");
-    std::fs::write(&conf, seed::dhcpd_conf(&plan()).unwrap()).unwrap();
-    std::fs::write(dir.path().join("leases"), "").unwrap();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "dhcpd", "-f", "-d", "-4", "-cf"])
-        .arg(&conf)
-        .arg("-lf")
-        .arg(dir.path().join("leases"))
-        .arg("-pf")
-        .arg(dir.path().join("pid"))
-        .arg("eth0")
+    std::fs::write(
+        dir.path().join("dhcpd.conf"),
+        seed::dhcpd_conf(&plan()).unwrap(),
+    )
+    .unwrap();
+    let mut child = ns
+        .dhcpd(dir.path())
+        .arg("-d")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -141,9 +108,9 @@ fn the_dhcpd_drop_in_forks_only_once_dhcpd_serves() {
         .replace("/etc/dhcp/dhcpd.conf", &conf.display().to_string())
         .replace("/run/dhcpd.pid", &pid.display().to_string());
     let _daemon = Daemon(pid.clone());
-    let (code, out, err) = run(Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .args(command.split_whitespace())
+    let (code, out, err) = run(ns
+        .exec(command.split_whitespace().next().unwrap())
+        .args(command.split_whitespace().skip(1))
         .arg("-lf")
         .arg(&leases));
     assert_eq!(code, 0, "{command}: {out}{err}");
@@ -438,8 +405,8 @@ fn boot_default_checks_the_dhcp_lease_by_default() {
     let theirs = web.link("aa-bb-cc-dd-ee-12");
     std::fs::write(
         web.dir.path().join("dhcpd.leases"),
-        "lease 127.0.0.1 {\n  starts 2 2026/11/24 10:00:00;\n  binding state active;\n  next binding state free;\n  hardware ethernet aa:bb:cc:dd:ee:11;\n}\n\
-         lease 192.168.10.7 {\n  binding state active;\n  hardware ethernet aa:bb:cc:dd:ee:12;\n}\n",
+        "lease 127.0.0.1 {\n  starts 2 2026/11/24 10:00:00;\n  ends never;\n  binding state active;\n  next binding state free;\n  hardware ethernet aa:bb:cc:dd:ee:11;\n}\n\
+         lease 192.168.10.7 {\n  ends never;\n  binding state active;\n  hardware ethernet aa:bb:cc:dd:ee:12;\n}\n",
     )
     .unwrap();
     // Another node's MAC: refused, link kept.
@@ -589,5 +556,4 @@ fn link_tool_reports_an_unreachable_bmc_and_goes_on() {
     );
     assert!(out.contains("ok     aa:bb:cc:dd:ee:02"), "{out}");
     assert!(start.elapsed() < Duration::from_secs(30));
-    let _ = tool("true", &[]);
 }

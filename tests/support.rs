@@ -120,3 +120,80 @@ impl Drop for OpenDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// A network namespace with an `eth0` that carries both headnode addresses, as the guest's does,
+/// and `peer0`, the other end of its veth pair, for a client; removed on drop.
+#[cfg(feature = "host-tests")]
+pub struct Netns(pub String);
+
+#[cfg(feature = "host-tests")]
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("mkh-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ns = Netns(name.clone());
+        tool("ip", &["netns", "add", &name]);
+        let ip = |args: &[&str]| tool("ip", &[&["-n", &name][..], args].concat());
+        ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        for addr in ["192.168.10.254/24", "10.0.0.254/24"] {
+            ip(&["addr", "add", addr, "dev", "eth0"]);
+        }
+        for dev in ["lo", "eth0", "peer0"] {
+            ip(&["link", "set", dev, "up"]);
+        }
+        ns
+    }
+
+    /// `program` run inside the namespace.
+    pub fn exec(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0, program]);
+        cmd
+    }
+
+    /// dhcpd in the foreground on `eth0` with `dir`'s `dhcpd.conf`, its lease file
+    /// `dhcpd.leases` (made empty if absent) and pid file there.
+    pub fn dhcpd(&self, dir: &Path) -> Command {
+        let leases = dir.join("dhcpd.leases");
+        if !leases.exists() {
+            std::fs::write(&leases, "").unwrap();
+        }
+        let mut cmd = self.exec("dhcpd");
+        cmd.args(["-f", "-4", "-cf"])
+            .arg(dir.join("dhcpd.conf"))
+            .arg("-lf")
+            .arg(leases)
+            .arg("-pf")
+            .arg(dir.join("dhcpd.pid"))
+            .arg("eth0");
+        cmd
+    }
+
+    /// The MAC address of `peer0`, the client's interface.
+    pub fn client_mac(&self) -> String {
+        let (code, out, err) = run(self.exec("cat").arg("/sys/class/net/peer0/address"));
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    }
+
+    /// One DHCP exchange from `peer0` (busybox udhcpc) with these client options; `script` is
+    /// called with each event, as udhcpc's `-s` script. (exit code, stdout, stderr)
+    pub fn udhcpc(&self, script: &Path, options: &[&str]) -> (i32, String, String) {
+        run(self
+            .exec("busybox")
+            .args([
+                "udhcpc", "-i", "peer0", "-q", "-n", "-t", "5", "-T", "1", "-s",
+            ])
+            .arg(script)
+            .args(options))
+    }
+}
+
+#[cfg(feature = "host-tests")]
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
