@@ -4,7 +4,8 @@
 //! `layers` (the source's imports). The `host-tests` feature, which `make unit` and `make smoke`
 //! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
 //! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_leases` (the
-//! boot-default CGI's lease check, with a real dhcpd and hypothesis), `uefi` (dhcpd per client
+//! boot-default CGI's lease check, with a real dhcpd and hypothesis), `guest_web_user` (what
+//! www-data may do: sudo, mkheadnode-disarm), `uefi` (dhcpd per client
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
 //! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
@@ -23,6 +24,8 @@ mod cli;
 mod guest;
 #[cfg(feature = "host-tests")]
 mod guest_leases;
+#[cfg(feature = "host-tests")]
+mod guest_web_user;
 mod layers;
 #[allow(
     clippy::absolute_paths,

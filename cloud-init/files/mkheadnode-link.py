@@ -27,7 +27,9 @@ import configparser
 import ipaddress
 import json
 import os
+import pwd
 import re
+import secrets
 import ssl
 import stat
 import subprocess
@@ -48,6 +50,10 @@ DRIVERS = ("ipmi", "redfish", "amt", "none")
 
 class Fail(Exception):
     """A machine-level failure, reported and counted, never fatal to the others."""
+
+
+class SetUp(Exception):
+    """A set-up error: nothing is done (exit 2)."""
 
 
 def parse_machines(path):
@@ -104,30 +110,72 @@ def loaders(root, profile):
     ]
 
 
+def open_link_dir(root, sub):
+    """A loader's link directory under the TFTP root, opened without following a link, or None
+    where there is none. Refused (SetUp) unless it is ours alone: the links, and the temporary
+    names they are made under, must not live where another user can write."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(os.path.join(root, sub), flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SetUp(f"cannot open {os.path.join(root, sub)}: {e.strerror} (a link there is refused)")
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        os.close(fd)
+        raise SetUp(f"{os.path.join(root, sub)} must be {pwd_name(os.geteuid())}'s and writable by no one else "
+                    f"(it is uid {st.st_uid}'s, mode {stat.S_IMODE(st.st_mode):04o}): run mkheadnode-setup again "
+                    f"(or `chown root:root` and `chmod 0755` it), and this as root")
+    return fd
+
+
+def pwd_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def link(root, mac, profile, dry_run):
     """Arm `mac` for every loader of `profile`; a loader the profile lacks is disarmed, so that
-    the node never installs an older profile through it."""
+    the node never installs an older profile through it. Each link is made under a new random
+    name in its own directory, then renamed over the old one."""
     name = "01-" + mac.replace(":", "-")
     done = []
     for sub, target in loaders(root, profile):
-        path = os.path.join(root, sub, name)
-        if os.path.lexists(path) and not os.path.islink(path):
-            raise Fail(f"{path} exists and is not a link; left alone")
-        if target is None:
-            if os.path.lexists(path):
-                if not dry_run:
-                    os.unlink(path)
-                done.append(f"{'would remove' if dry_run else 'removed'} {sub}/{name} (profile has no {LOADER_CONFIG[sub]})")
-            continue
-        if dry_run:
-            done.append(f"would link {sub}/{name} -> {target}")
-            continue
-        tmp = path + ".new"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(target, tmp)
-        os.replace(tmp, path)
-        done.append(f"linked {sub}/{name} -> {target}")
+        fd = open_link_dir(root, sub)
+        try:
+            if fd is None:
+                if target is None:
+                    continue
+                raise Fail(f"no directory {os.path.join(root, sub)} for the links")
+            try:
+                st = os.lstat(name, dir_fd=fd)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not stat.S_ISLNK(st.st_mode):
+                raise Fail(f"{os.path.join(root, sub, name)} exists and is not a link; left alone")
+            if target is None:
+                if st is not None:
+                    if not dry_run:
+                        os.unlink(name, dir_fd=fd)
+                    done.append(f"{'would remove' if dry_run else 'removed'} {sub}/{name} (profile has no {LOADER_CONFIG[sub]})")
+                continue
+            if dry_run:
+                done.append(f"would link {sub}/{name} -> {target}")
+                continue
+            tmp = f".{name}.{secrets.token_hex(8)}.new"
+            os.symlink(target, tmp, dir_fd=fd)
+            try:
+                os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            except OSError:
+                os.unlink(tmp, dir_fd=fd)
+                raise
+            done.append(f"linked {sub}/{name} -> {target}")
+        finally:
+            if fd is not None:
+                os.close(fd)
     return "; ".join(done)
 
 
@@ -229,6 +277,13 @@ def main(argv=None):
         ap.error(f"profile {a.profile!r} has neither {os.path.join(a.tftp_root, a.profile, 'pxelinux.cfg')} "
                  f"nor a published grub.cfg (mkheadnode-publish-profiles publishes the share's profiles)")
     try:
+        for sub in LOADER_CONFIG:
+            fd = open_link_dir(a.tftp_root, sub)
+            if fd is not None:
+                os.close(fd)
+    except SetUp as e:
+        ap.error(str(e))
+    try:
         machines, errors = parse_machines(a.machines)
     except OSError as e:
         ap.error(f"cannot read {a.machines}: {e.strerror}")
@@ -261,7 +316,7 @@ def main(argv=None):
             else:
                 done.append(POWER[s["driver"]](bmc, s, a.timeout) + f" via {s['driver']}")
             print(f"ok     {mac} ({bmc}): {'; '.join(done)}")
-        except (Fail, OSError) as e:
+        except (Fail, SetUp, OSError) as e:
             failed += 1
             print(f"FAILED {mac} ({bmc}): {e}")
     total = len(machines) + len(errors)
