@@ -531,7 +531,7 @@ fn link_tool_refuses_unsafe_setups_before_doing_anything() {
     )
     .unwrap();
     let (code, out, err) = bed.run(&["--profile", "centos"]);
-    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("world-readable"), "{err}");
     assert_eq!(bed.link_target("aa-bb-cc-dd-ee-01"), None);
     for profile in ["../etc", "nosuch"] {
