@@ -3,7 +3,7 @@
 //! boot-default CGI, and the link tool against a temp TFTP root.
 
 use crate::guest_web_user::{as_web_user, Sandbox, WEB_USER};
-use crate::support::{free_port, run, tool, wait_until, Netns};
+use crate::support::{free_port, run, run_with_input, tool, wait_until, Netns};
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
@@ -182,24 +182,8 @@ fn firewall_rules_parse() {
         ("rules_v4", "iptables-restore"),
         ("rules_v6", "ip6tables-restore"),
     ] {
-        let mut child = Command::new(prog)
-            .arg("--test")
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(files[name].as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{prog}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, _, err) = run_with_input(Command::new(prog).arg("--test"), &files[name]);
+        assert_eq!(code, 0, "{prog}: {err}");
     }
 }
 

@@ -3,10 +3,7 @@
 //! on this machine as www-data, in a temp TFTP root laid out by the set-up script's own
 //! `install -d` lines, with the rendered sudoers rule installed as a drop-in.
 
-use crate::support::run;
-use mkheadnode::model::config::Config;
-use mkheadnode::model::plan::{Plan, VirtType};
-use mkheadnode::model::vlan::Vlan;
+use crate::support::{guest_file, run};
 use mkheadnode::render::seed;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,16 +12,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The user nginx's CGI runs as in the guest (Debian's fcgiwrap.service).
 pub const WEB_USER: &str = "www-data";
-
-fn guest_file(name: &str) -> String {
-    let plan = Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu);
-    seed::guest_files(&plan)
-        .unwrap()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .unwrap_or_else(|| panic!("no guest file {name}"))
-        .1
-}
 
 /// `program` run as the web server's user.
 pub fn as_web_user(program: &str) -> Command {

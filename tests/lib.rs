@@ -3,7 +3,8 @@
 //! A plain `cargo test` runs the pure ones: `cli` (the built binary, no hypervisor needed) and
 //! `layers` (the source's imports). The `host-tests` feature, which `make unit` and `make smoke`
 //! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
-//! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_leases` (the
+//! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_firewall` (the
+//! seed's and the base image's rules in force in network namespaces), `guest_leases` (the
 //! boot-default CGI's lease check, with a real dhcpd and hypothesis), `guest_web_user` (what
 //! www-data may do: sudo, mkheadnode-disarm), `uefi` (dhcpd per client
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
@@ -22,6 +23,8 @@ mod bmc;
 mod cli;
 #[cfg(feature = "host-tests")]
 mod guest;
+#[cfg(feature = "host-tests")]
+mod guest_firewall;
 #[cfg(feature = "host-tests")]
 mod guest_leases;
 #[cfg(feature = "host-tests")]

@@ -17,16 +17,57 @@ pub fn mkheadnode() -> Command {
 
 /// Run a command, returning (exit code, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    outcome(cmd.output().expect("command runs"))
+}
+
+/// A finished command's (exit code, stdout, stderr).
+fn outcome(output: Output) -> (i32, String, String) {
     let Output {
         status,
         stdout,
         stderr,
-    } = cmd.output().expect("command runs");
+    } = output;
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
     )
+}
+
+/// Run a command with `input` on its stdin, returning (exit code, stdout, stderr).
+#[cfg(feature = "host-tests")]
+pub fn run_with_input(cmd: &mut Command, input: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("command runs");
+    child
+        .stdin
+        .take()
+        .expect("a stdin")
+        .write_all(input.as_bytes())
+        .expect("stdin takes the input");
+    outcome(child.wait_with_output().expect("command runs"))
+}
+
+/// A guest file as the seed of a default headnode for VLAN 42 carries it, by placeholder name.
+#[cfg(feature = "host-tests")]
+pub fn guest_file(name: &str) -> String {
+    use mkheadnode::model::config::Config;
+    use mkheadnode::model::plan::{Plan, VirtType};
+    use mkheadnode::model::vlan::Vlan;
+    use mkheadnode::render::seed;
+    let plan = Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu);
+    seed::guest_files(&plan)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no guest file {name}"))
+        .1
 }
 
 /// Ask `done` every 100 ms until it says yes or `timeout` has passed; returns whether it did.
@@ -130,7 +171,10 @@ pub struct Netns(pub String);
 impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!("mkh-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         let ns = Netns(name.clone());
         tool("ip", &["netns", "add", &name]);
         let ip = |args: &[&str]| tool("ip", &[&["-n", &name][..], args].concat());
