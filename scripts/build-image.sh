@@ -10,10 +10,12 @@
 # Output (outside the repo's tracked files) in $OUT_DIR:
 #   debian-12-headnode.qcow2   the base image
 #   installer/vmlinuz, installer/modules/, installer/shimx64.efi, installer/grubx64.efi
-#   recipe.sha256              cache key: the image is rebuilt only when this recipe changes
+#   recipe.sha256              cache key: the image is rebuilt only when this recipe (this
+#                              script and image-firewall/) changes
 set -euo pipefail
 
 OUT_DIR=${OUT_DIR:-/var/lib/mkheadnode/base}
+HERE=$(cd "$(dirname "$0")" && pwd)
 IMAGE=$OUT_DIR/debian-12-headnode.qcow2
 SUITE=bookworm
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
@@ -33,7 +35,7 @@ PACKAGES=(
   shim-signed grub-efi-amd64-signed
 )
 
-key=$(sha256sum < "$0" | cut -d' ' -f1)
+key=$(cat "$0" "$HERE"/image-firewall/rules.v4 "$HERE"/image-firewall/rules.v6 | sha256sum | cut -d' ' -f1)
 if [ -f "$IMAGE" ] && [ -f "$OUT_DIR/installer/vmlinuz" ] && [ "$(cat "$OUT_DIR/recipe.sha256" 2>/dev/null)" = "$key" ]; then
   echo "==> image cache hit: $IMAGE ($(du -h "$IMAGE" | cut -f1))"
   exit 0
@@ -77,6 +79,13 @@ install -m 0644 "$WORK/efi/x/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signe
 cat "$EFI/VERSIONS"
 
 stage "configuring the root filesystem"
+# The firewall, in force from the first boot: netfilter-persistent loads it before
+# network-pre.target, so before any interface is up or any service listens, until the seed's
+# set-up loads the headnode's own rules (which it also writes here, for the boots after).
+# This replaces whatever iptables-persistent saved from the build machine when it was installed.
+install -m 0640 "$HERE/image-firewall/rules.v4" "$ROOT/etc/iptables/rules.v4"
+install -m 0640 "$HERE/image-firewall/rules.v6" "$ROOT/etc/iptables/rules.v6"
+chroot "$ROOT" systemctl enable -q netfilter-persistent
 echo "headnode" > "$ROOT/etc/hostname"
 : > "$ROOT/etc/machine-id"
 rm -f "$ROOT"/etc/ssh/ssh_host_*

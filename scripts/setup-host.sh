@@ -13,8 +13,10 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients qemu-system-x86 dnsmasq-base
   # validators used by the tests
   libxml2-utils cloud-init isc-dhcp-server nginx-light fcgiwrap genisoimage
-  # guest-side tests: real IPMI endpoint
-  ipmitool openipmi
+  # guest-side tests: real IPMI endpoint; the lease parser's property test (Debian's python3)
+  ipmitool openipmi python3-hypothesis
+  # guest-side tests: the web user's one privileged step (sudo), run as www-data (setpriv)
+  sudo
   # images and misc
   mmdebstrap fdisk extlinux syslinux-common pxelinux busybox-static e2fsprogs cpio
   # UEFI and Secure Boot test nodes: firmware, their local disk's ESP, GRUB's config checker

@@ -2,7 +2,8 @@
 //! the nginx site through `nginx -t` and then live on loopback with fcgiwrap and the
 //! boot-default CGI, and the link tool against a temp TFTP root.
 
-use crate::support::{free_port, run, tool, wait_until};
+use crate::guest_web_user::{as_web_user, Sandbox, WEB_USER};
+use crate::support::{free_port, run, run_with_input, tool, wait_until, Netns};
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
@@ -37,53 +38,20 @@ fn dhcpd_accepts_the_rendered_config_and_rejects_the_2013_one() {
     assert_ne!(code, 0);
 }
 
-/// A network namespace with an `eth0` that carries both headnode addresses; removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("mkh-{tag}-{}", std::process::id());
-        let ns = Netns(name.clone());
-        tool("ip", &["netns", "add", &name]);
-        tool(
-            "ip",
-            &[
-                "-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-            ],
-        );
-        for addr in ["192.168.10.254/24", "10.0.0.254/24"] {
-            tool("ip", &["-n", &name, "addr", "add", addr, "dev", "eth0"]);
-        }
-        for dev in ["lo", "eth0", "peer0"] {
-            tool("ip", &["-n", &name, "link", "set", dev, "up"]);
-        }
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn dhcpd_really_starts_on_an_eth0_with_both_subnets() {
     // `dhcpd -t` accepts two subnets on one interface outside a shared-network; dhcpd itself
     // then refuses to start. Only running it shows that.
     let ns = Netns::new("dhcpd");
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("dhcpd.conf");
-    std::fs::write(&conf, seed::dhcpd_conf(&plan()).unwrap()).unwrap();
-    std::fs::write(dir.path().join("leases"), "").unwrap();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "dhcpd", "-f", "-d", "-4", "-cf"])
-        .arg(&conf)
-        .arg("-lf")
-        .arg(dir.path().join("leases"))
-        .arg("-pf")
-        .arg(dir.path().join("pid"))
-        .arg("eth0")
+    std::fs::write(
+        dir.path().join("dhcpd.conf"),
+        seed::dhcpd_conf(&plan()).unwrap(),
+    )
+    .unwrap();
+    let mut child = ns
+        .dhcpd(dir.path())
+        .arg("-d")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -141,9 +109,9 @@ fn the_dhcpd_drop_in_forks_only_once_dhcpd_serves() {
         .replace("/etc/dhcp/dhcpd.conf", &conf.display().to_string())
         .replace("/run/dhcpd.pid", &pid.display().to_string());
     let _daemon = Daemon(pid.clone());
-    let (code, out, err) = run(Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .args(command.split_whitespace())
+    let (code, out, err) = run(ns
+        .exec(command.split_whitespace().next().unwrap())
+        .args(command.split_whitespace().skip(1))
         .arg("-lf")
         .arg(&leases));
     assert_eq!(code, 0, "{command}: {out}{err}");
@@ -214,30 +182,16 @@ fn firewall_rules_parse() {
         ("rules_v4", "iptables-restore"),
         ("rules_v6", "ip6tables-restore"),
     ] {
-        let mut child = Command::new(prog)
-            .arg("--test")
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(files[name].as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{prog}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, _, err) = run_with_input(Command::new(prog).arg("--test"), &files[name]);
+        assert_eq!(code, 0, "{prog}: {err}");
     }
 }
 
 /// nginx + fcgiwrap on loopback serving the rendered site from a temp root; stopped on drop.
+/// fcgiwrap runs the CGI as the web user, as in the guest, so it disarms through sudo and
+/// mkheadnode-disarm.
 struct Web {
-    dir: tempfile::TempDir,
+    sandbox: Sandbox,
     nginx: Child,
     fcgi: Child,
     open_port: u16,
@@ -260,39 +214,37 @@ fn nginx_conf(dir: &Path, sites: &[String]) -> PathBuf {
 
 impl Web {
     fn start() -> Web {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("tftpboot");
-        std::fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
-        let cgi = dir.path().join("boot-default");
-        std::fs::write(&cgi, seed::boot_default_cgi().unwrap()).unwrap();
-        std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let socket = dir.path().join("fcgi.sock");
+        let sandbox = Sandbox::new();
+        let dir = sandbox.dir.path();
+        let root = sandbox.root();
+        // fcgiwrap makes its socket as the web user, in a directory of that user's.
+        let run_dir = dir.join("run");
+        std::fs::create_dir(&run_dir).unwrap();
+        tool("chown", &[WEB_USER, run_dir.to_str().unwrap()]);
+        let socket = run_dir.join("fcgi.sock");
         let (open_port, lease_port) = (free_port(), free_port());
         let site = |port: u16, require_lease: bool| {
             NginxSite {
                 listen: format!("127.0.0.1:{port}"),
                 tftp_root: root.display().to_string(),
                 fcgi_socket: socket.display().to_string(),
-                cgi_path: cgi.display().to_string(),
-                leases_file: dir.path().join("dhcpd.leases").display().to_string(),
+                cgi_path: sandbox.cgi().display().to_string(),
+                leases_file: dir.join("dhcpd.leases").display().to_string(),
                 require_lease,
             }
             .render()
             .unwrap()
         };
-        let conf = nginx_conf(
-            dir.path(),
-            &[site(open_port, false), site(lease_port, true)],
-        );
+        let conf = nginx_conf(dir, &[site(open_port, false), site(lease_port, true)]);
         let (code, out, err) = run(Command::new("nginx")
             .arg("-t")
             .arg("-c")
             .arg(&conf)
             .arg("-p")
-            .arg(dir.path()));
+            .arg(dir));
         assert_eq!(code, 0, "nginx -t: {out}{err}");
         // -f: the CGI's stderr goes to nginx's error log, as Debian's fcgiwrap service does.
-        let fcgi = Command::new("fcgiwrap")
+        let fcgi = as_web_user("fcgiwrap")
             .arg("-f")
             .arg("-s")
             .arg(format!("unix:{}", socket.display()))
@@ -303,12 +255,12 @@ impl Web {
             .arg("-c")
             .arg(&conf)
             .arg("-p")
-            .arg(dir.path())
+            .arg(dir)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let web = Web {
-            dir,
+            sandbox,
             nginx,
             fcgi,
             open_port,
@@ -323,7 +275,7 @@ impl Web {
     }
 
     fn cfg(&self) -> PathBuf {
-        self.dir.path().join("tftpboot/pxelinux.cfg")
+        self.sandbox.root().join("pxelinux.cfg")
     }
 
     fn get(&self, port: u16, path: &str) -> (u16, String) {
@@ -352,7 +304,7 @@ impl Web {
     }
 
     fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        std::fs::read_to_string(self.sandbox.path("error.log")).unwrap_or_default()
     }
 }
 
@@ -418,7 +370,7 @@ fn boot_default_over_nginx_and_fcgiwrap() {
     );
 
     // Static files come from the TFTP root.
-    std::fs::write(web.dir.path().join("tftpboot/hello.txt"), "hi").unwrap();
+    std::fs::write(web.sandbox.root().join("hello.txt"), "hi").unwrap();
     assert_eq!(web.get(port, "/hello.txt"), (200, "hi".to_string()));
 
     let log = web.error_log();
@@ -437,9 +389,9 @@ fn boot_default_checks_the_dhcp_lease_by_default() {
     let mine = web.link("aa-bb-cc-dd-ee-11");
     let theirs = web.link("aa-bb-cc-dd-ee-12");
     std::fs::write(
-        web.dir.path().join("dhcpd.leases"),
-        "lease 127.0.0.1 {\n  starts 2 2026/11/24 10:00:00;\n  binding state active;\n  next binding state free;\n  hardware ethernet aa:bb:cc:dd:ee:11;\n}\n\
-         lease 192.168.10.7 {\n  binding state active;\n  hardware ethernet aa:bb:cc:dd:ee:12;\n}\n",
+        web.sandbox.path("dhcpd.leases"),
+        "lease 127.0.0.1 {\n  starts 2 2026/11/24 10:00:00;\n  ends never;\n  binding state active;\n  next binding state free;\n  hardware ethernet aa:bb:cc:dd:ee:11;\n}\n\
+         lease 192.168.10.7 {\n  ends never;\n  binding state active;\n  hardware ethernet aa:bb:cc:dd:ee:12;\n}\n",
     )
     .unwrap();
     // Another node's MAC: refused, link kept.
@@ -453,11 +405,11 @@ fn boot_default_checks_the_dhcp_lease_by_default() {
     assert!(std::fs::symlink_metadata(&mine).is_err());
     // A lease that has since been freed no longer counts.
     let mine = web.link("aa-bb-cc-dd-ee-11");
-    let mut leases = std::fs::read_to_string(web.dir.path().join("dhcpd.leases")).unwrap();
+    let mut leases = std::fs::read_to_string(web.sandbox.path("dhcpd.leases")).unwrap();
     leases.push_str(
         "lease 127.0.0.1 {\n  binding state free;\n  hardware ethernet aa:bb:cc:dd:ee:11;\n}\n",
     );
-    std::fs::write(web.dir.path().join("dhcpd.leases"), leases).unwrap();
+    std::fs::write(web.sandbox.path("dhcpd.leases"), leases).unwrap();
     assert_eq!(web.get(port, "/boot-default/?mac=aa:bb:cc:dd:ee:11").0, 403);
     assert!(std::fs::symlink_metadata(&mine).is_ok());
 }
@@ -563,7 +515,7 @@ fn link_tool_refuses_unsafe_setups_before_doing_anything() {
     )
     .unwrap();
     let (code, out, err) = bed.run(&["--profile", "centos"]);
-    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("world-readable"), "{err}");
     assert_eq!(bed.link_target("aa-bb-cc-dd-ee-01"), None);
     for profile in ["../etc", "nosuch"] {
@@ -571,6 +523,39 @@ fn link_tool_refuses_unsafe_setups_before_doing_anything() {
         assert_eq!(code, 2, "{profile}: {err}");
     }
     assert_eq!(bed.link_target("aa-bb-cc-dd-ee-01"), None);
+}
+
+#[test]
+fn link_tool_keeps_its_links_and_temp_names_where_only_root_writes() {
+    let bed = LinkBed::new("aa:bb:cc:dd:ee:01 10.0.0.1\n", "[default]\ndriver = none\n");
+    let cfg = bed.dir.path().join("tftpboot/pxelinux.cfg");
+    let mode = |m: u32| std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(m)).unwrap();
+    // Group-writable (the old root:www-data 0775), world-writable, or another user's: refused
+    // before anything is done.
+    for (what, m, owner) in [
+        ("group-writable", 0o775, "root"),
+        ("world-writable", 0o1777, "root"),
+        ("another user's", 0o755, WEB_USER),
+    ] {
+        mode(m);
+        tool("chown", &[owner, cfg.to_str().unwrap()]);
+        let (code, out, err) = bed.run(&["--profile", "centos"]);
+        assert_eq!(code, 2, "{what}: {out}{err}");
+        assert!(err.contains("writable by no one else"), "{what}: {err}");
+        assert_eq!(bed.link_target("aa-bb-cc-dd-ee-01"), None, "{what}");
+    }
+    mode(0o755);
+    tool("chown", &["root", cfg.to_str().unwrap()]);
+    for _ in 0..2 {
+        let (code, out, err) = bed.run(&["--profile", "centos"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    // The temporary names it linked under are gone.
+    let names: Vec<String> = std::fs::read_dir(&cfg)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["01-aa-bb-cc-dd-ee-01"]);
 }
 
 #[test]
@@ -589,5 +574,4 @@ fn link_tool_reports_an_unreachable_bmc_and_goes_on() {
     );
     assert!(out.contains("ok     aa:bb:cc:dd:ee:02"), "{out}");
     assert!(start.elapsed() < Duration::from_secs(30));
-    let _ = tool("true", &[]);
 }

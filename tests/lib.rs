@@ -3,7 +3,10 @@
 //! A plain `cargo test` runs the pure ones: `cli` (the built binary, no hypervisor needed) and
 //! `layers` (the source's imports). The `host-tests` feature, which `make unit` and `make smoke`
 //! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
-//! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `uefi` (dhcpd per client
+//! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_firewall` (the
+//! seed's and the base image's rules in force in network namespaces), `guest_leases` (the
+//! boot-default CGI's lease check, with a real dhcpd and hypothesis), `guest_web_user` (what
+//! www-data may do: sudo, mkheadnode-disarm), `uefi` (dhcpd per client
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
 //! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
@@ -23,6 +26,12 @@ mod bmc;
 mod cli;
 #[cfg(feature = "host-tests")]
 mod guest;
+#[cfg(feature = "host-tests")]
+mod guest_firewall;
+#[cfg(feature = "host-tests")]
+mod guest_leases;
+#[cfg(feature = "host-tests")]
+mod guest_web_user;
 mod layers;
 mod package;
 #[allow(

@@ -17,16 +17,57 @@ pub fn mkheadnode() -> Command {
 
 /// Run a command, returning (exit code, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    outcome(cmd.output().expect("command runs"))
+}
+
+/// A finished command's (exit code, stdout, stderr).
+fn outcome(output: Output) -> (i32, String, String) {
     let Output {
         status,
         stdout,
         stderr,
-    } = cmd.output().expect("command runs");
+    } = output;
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
     )
+}
+
+/// Run a command with `input` on its stdin, returning (exit code, stdout, stderr).
+#[cfg(feature = "host-tests")]
+pub fn run_with_input(cmd: &mut Command, input: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("command runs");
+    child
+        .stdin
+        .take()
+        .expect("a stdin")
+        .write_all(input.as_bytes())
+        .expect("stdin takes the input");
+    outcome(child.wait_with_output().expect("command runs"))
+}
+
+/// A guest file as the seed of a default headnode for VLAN 42 carries it, by placeholder name.
+#[cfg(feature = "host-tests")]
+pub fn guest_file(name: &str) -> String {
+    use mkheadnode::model::config::Config;
+    use mkheadnode::model::plan::{Plan, VirtType};
+    use mkheadnode::model::vlan::Vlan;
+    use mkheadnode::render::seed;
+    let plan = Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu);
+    seed::guest_files(&plan)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no guest file {name}"))
+        .1
 }
 
 /// Ask `done` every 100 ms until it says yes or `timeout` has passed; returns whether it did.
@@ -121,20 +162,82 @@ impl Drop for OpenDir {
     }
 }
 
-/// dhcpd in the foreground in network namespace `ns`, serving `conf` on its `eth0`, with its
-/// lease and pid files in `dir` (the lease file is made empty); stdio is the caller's choice.
+/// A network namespace with an `eth0` that carries both headnode addresses, as the guest's does,
+/// and `peer0`, the other end of its veth pair, for a client; removed on drop.
 #[cfg(feature = "host-tests")]
-pub fn dhcpd_in_netns(ns: &str, dir: &Path, conf: &str) -> Command {
-    let conf_path = dir.join("dhcpd.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    std::fs::write(dir.join("leases"), "").unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, "dhcpd", "-f", "-4", "-cf"])
-        .arg(&conf_path)
-        .arg("-lf")
-        .arg(dir.join("leases"))
-        .arg("-pf")
-        .arg(dir.join("pid"))
-        .arg("eth0");
-    cmd
+pub struct Netns(pub String);
+
+#[cfg(feature = "host-tests")]
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("mkh-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ns = Netns(name.clone());
+        tool("ip", &["netns", "add", &name]);
+        let ip = |args: &[&str]| tool("ip", &[&["-n", &name][..], args].concat());
+        ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        for addr in ["192.168.10.254/24", "10.0.0.254/24"] {
+            ip(&["addr", "add", addr, "dev", "eth0"]);
+        }
+        for dev in ["lo", "eth0", "peer0"] {
+            ip(&["link", "set", dev, "up"]);
+        }
+        ns
+    }
+
+    /// `program` run inside the namespace.
+    pub fn exec(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0, program]);
+        cmd
+    }
+
+    /// dhcpd in the foreground on `eth0` with `dir`'s `dhcpd.conf`, its lease file
+    /// `dhcpd.leases` (made empty if absent) and pid file there.
+    pub fn dhcpd(&self, dir: &Path) -> Command {
+        let leases = dir.join("dhcpd.leases");
+        if !leases.exists() {
+            std::fs::write(&leases, "").unwrap();
+        }
+        let mut cmd = self.exec("dhcpd");
+        cmd.args(["-f", "-4", "-cf"])
+            .arg(dir.join("dhcpd.conf"))
+            .arg("-lf")
+            .arg(leases)
+            .arg("-pf")
+            .arg(dir.join("dhcpd.pid"))
+            .arg("eth0");
+        cmd
+    }
+
+    /// The MAC address of `peer0`, the client's interface.
+    pub fn client_mac(&self) -> String {
+        let (code, out, err) = run(self.exec("cat").arg("/sys/class/net/peer0/address"));
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    }
+
+    /// One DHCP exchange from `peer0` (busybox udhcpc) with these client options; `script` is
+    /// called with each event, as udhcpc's `-s` script. (exit code, stdout, stderr)
+    pub fn udhcpc(&self, script: &Path, options: &[&str]) -> (i32, String, String) {
+        run(self
+            .exec("busybox")
+            .args([
+                "udhcpc", "-i", "peer0", "-q", "-n", "-t", "5", "-T", "1", "-s",
+            ])
+            .arg(script)
+            .args(options))
+    }
+}
+
+#[cfg(feature = "host-tests")]
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }

@@ -3,7 +3,7 @@
 //! through `grub-script-check`, and arming and disarming both loaders with the publish script,
 //! the link tool and the boot-default CGI on a temp TFTP root.
 
-use crate::support::{dhcpd_in_netns, run, tool};
+use crate::support::{run, tool, Netns};
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
@@ -26,10 +26,10 @@ fn guest_file(name: &str) -> String {
         .1
 }
 
-/// A network namespace with dhcpd serving the rendered config on `eth0`, and `peer0`, the other
-/// end of its veth pair, for a client; everything is removed on drop.
+/// dhcpd serving the rendered config in a namespace of its own, and a script for the client
+/// that prints what the server answered; dhcpd is stopped on drop.
 struct DhcpBed {
-    ns: String,
+    ns: Netns,
     dir: tempfile::TempDir,
     dhcpd: Child,
 }
@@ -38,20 +38,28 @@ impl DhcpBed {
     const CLIENT_MAC: &'static str = "52:54:00:0a:0b:0c";
 
     fn start() -> DhcpBed {
-        let ns = format!("mkh-uefi-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        tool("ip", &["netns", "add", &ns]);
-        let ip = |args: &[&str]| tool("ip", &[&["-n", &ns][..], args].concat());
-        ip(&[
-            "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-        ]);
-        ip(&["link", "set", "peer0", "address", Self::CLIENT_MAC]);
-        ip(&["addr", "add", "192.168.10.254/24", "dev", "eth0"]);
-        for dev in ["lo", "eth0", "peer0"] {
-            ip(&["link", "set", dev, "up"]);
-        }
+        let ns = Netns::new("uefi");
+        tool(
+            "ip",
+            &[
+                "-n",
+                &ns.0,
+                "link",
+                "set",
+                "peer0",
+                "address",
+                Self::CLIENT_MAC,
+            ],
+        );
         let dir = tempfile::tempdir().unwrap();
-        let dhcpd = dhcpd_in_netns(&ns, dir.path(), &seed::dhcpd_conf(&plan()).unwrap())
+        std::fs::write(
+            dir.path().join("dhcpd.conf"),
+            seed::dhcpd_conf(&plan()).unwrap(),
+        )
+        .unwrap();
+        let dhcpd = ns
+            .dhcpd(dir.path())
+            .arg("-q")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -70,15 +78,7 @@ impl DhcpBed {
 
     /// One DHCP exchange from `peer0` with these extra client options; the reply's fields.
     fn ask(&self, options: &[&str]) -> String {
-        let script = self.dir.path().join("print.sh");
-        let mut args = vec![
-            "netns", "exec", &self.ns, "busybox", "udhcpc", "-i", "peer0", "-q", "-n", "-t", "5",
-            "-T", "1", "-s",
-        ];
-        let script = script.to_str().unwrap();
-        args.push(script);
-        args.extend_from_slice(options);
-        let (code, out, err) = run(Command::new("ip").args(&args));
+        let (code, out, err) = self.ns.udhcpc(&self.dir.path().join("print.sh"), options);
         assert_eq!(code, 0, "udhcpc {options:?} got no lease:\n{out}\n{err}");
         out
     }
@@ -88,7 +88,6 @@ impl Drop for DhcpBed {
     fn drop(&mut self) {
         let _ = self.dhcpd.kill();
         let _ = self.dhcpd.wait();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
 

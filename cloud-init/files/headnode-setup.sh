@@ -55,6 +55,7 @@ need /usr/lib/syslinux/memdisk syslinux-common
 need /usr/sbin/nginx nginx
 need /usr/sbin/fcgiwrap fcgiwrap
 need /usr/bin/python3 python3
+need /usr/bin/sudo sudo
 need /usr/sbin/qemu-ga qemu-guest-agent
 need /usr/bin/ipmitool ipmitool
 need /usr/sbin/iptables-restore iptables
@@ -121,9 +122,9 @@ install -d -m 0755 {{tftp_root}}/{{efi_dir}} {{tftp_root}}/{{efi_dir}}/profiles 
 install -m 0644 $shim {{tftp_root}}/{{efi_dir}}/{{uefi_loader}}
 install -m 0644 $grub {{tftp_root}}/{{efi_dir}}/grubx64.efi
 install -m 0644 /usr/local/share/mkheadnode/grub.cfg {{tftp_root}}/grub/grub.cfg
-# The per-node install links of both loaders. The web server may remove links there, and
-# write nowhere else.
-install -d -o root -g www-data -m 0775 {{tftp_root}}/{{pxelinux_cfg}} {{tftp_root}}/{{uefi_dir}}
+# The per-node install links of both loaders: root's alone. The web server writes nowhere
+# under the TFTP root; it disarms a node through {{disarm_helper}} (sudo, one MAC).
+install -d -o root -g root -m 0755 {{tftp_root}}/{{pxelinux_cfg}} {{tftp_root}}/{{uefi_dir}}
 install -m 0644 /usr/local/share/mkheadnode/pxelinux-default {{tftp_root}}/{{pxelinux_cfg}}/default
 
 step="loading the firewall"; say "$step"

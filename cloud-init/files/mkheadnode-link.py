@@ -5,6 +5,8 @@ For every machine in /etc/moc/machines.txt (or only the MACs given), arm it for 
 loaders: BIOS, {{pxelinux_cfg}}/01-<mac> -> ../<profile>/pxelinux.cfg; UEFI, {{uefi_dir}}/01-<mac> ->
 ../{{efi_dir}}/profiles/<profile> (shim, GRUB and the profile's grub.cfg). Then set the next boot to the
 network where the driver can, and power-cycle the machine through its BMC. Runs only when asked.
+A machine whose power-cycle fails is disarmed again (an armed node reinstalls, wiping its disk,
+at its next network boot), unless --keep-armed is given.
 
 Drivers: ipmi (ipmitool lanplus), redfish (ComputerSystem.Reset), amt (Intel AMT's web form,
 as the 2013 power_cycle did), none. Credentials come from an INI file on the share that must not
@@ -17,6 +19,14 @@ be world-readable:
     [10.0.0.7]          ; per-BMC overrides
     driver = redfish
     port = 8443
+    tls_fingerprint = sha256:9f:86:d0:...   ; the BMC's own (self-signed) certificate
+    ; or: ca_file = bmc-ca.pem              ; a CA (or the certificate itself), beside bmc.conf
+
+Keys: driver, username, password, port, scheme (http, https), verify_tls (yes, no), ca_file,
+tls_fingerprint. Credentials go to the BMC's own address only: a redirect elsewhere is not
+followed. Each BMC call (one HTTP request with its redirects and authentication, or one
+ipmitool command) has one deadline, --timeout, and a reply is at most 1 MiB; a BMC that hangs
+or answers garbage fails its machine, with the reason, and the others go on.
 
 Exit status: 0 all machines done, 1 some failed, 2 bad usage or set-up (nothing was done).
 """
@@ -24,16 +34,22 @@ Exit status: 0 all machines done, 1 some failed, 2 bad usage or set-up (nothing 
 import argparse
 import base64
 import configparser
+import contextlib
+import hashlib
+import hmac
+import http.client
 import ipaddress
 import json
 import os
+import pwd
 import re
+import secrets
+import signal
 import ssl
 import stat
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+import urllib.parse
 
 MAC = re.compile(r"\A([0-9a-f]{2}[:-]){5}[0-9a-f]{2}\Z", re.I)
 TFTP_ROOT = "{{tftp_root}}"
@@ -44,10 +60,25 @@ LOADER_CONFIG = {PXELINUX_CFG: "pxelinux.cfg", UEFI_DIR: "grub.cfg"}
 # Names under the TFTP root that are boot files or directories, never a profile.
 RESERVED = {{reserved_names_py}}
 DRIVERS = ("ipmi", "redfish", "amt", "none")
+KEYS = ("driver", "username", "password", "port", "scheme", "verify_tls", "ca_file", "tls_fingerprint")
+BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+FINGERPRINT = re.compile(r"\Asha256:((?:[0-9a-f]{2}:?){31}[0-9a-f]{2})\Z", re.I)
+# Each driver's scheme, and port by scheme, unless bmc.conf says otherwise.
+DEFAULT_SCHEME = {"ipmi": None, "redfish": "https", "amt": "http", "none": None}
+DEFAULT_PORT = {("ipmi", None): 623, ("redfish", "https"): 443, ("redfish", "http"): 80,
+                ("amt", "http"): 16992, ("amt", "https"): 16993}
+MAX_REPLY = 1 << 20  # bytes; a Redfish answer is a few KiB
+MAX_REDIRECTS = 3
+# A path on the BMC as a Redfish reply names it: absolute, printable, no white space.
+BMC_PATH = re.compile(r"\A/[!-~]*\Z")
 
 
 class Fail(Exception):
     """A machine-level failure, reported and counted, never fatal to the others."""
+
+
+class SetUp(Exception):
+    """A set-up error: nothing is done (exit 2)."""
 
 
 def parse_machines(path):
@@ -72,24 +103,81 @@ def parse_machines(path):
 
 
 def load_credentials(path):
-    st = os.stat(path)
-    if st.st_mode & stat.S_IROTH:
-        raise SystemExit(f"mkheadnode-link: {path} is world-readable; on the host run `chmod o-r` on it (and keep it readable by libvirt-qemu)")
-    cp = configparser.ConfigParser(interpolation=None)
-    cp.read(path, encoding="utf-8")
-    return cp
+    """bmc.conf as {section: {key: value}}, every section checked. Raises SetUp when the file
+    cannot be read, is world-readable, or says anything we do not understand: no machine is
+    touched with credentials half read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if os.fstat(f.fileno()).st_mode & stat.S_IROTH:
+                raise SetUp(f"{path} is world-readable; on the host run `chmod o-r` on it "
+                            f"(and keep it readable by libvirt-qemu)")
+            text = f.read()
+    except OSError as e:
+        raise SetUp(f"cannot read the credentials file {path}: {e.strerror or e}")
+    except UnicodeDecodeError as e:
+        raise SetUp(f"cannot read the credentials file {path}: not UTF-8 ({e.reason} at byte {e.start})")
+    # No special [DEFAULT] section: every section is as written.
+    cp = configparser.ConfigParser(interpolation=None, default_section="\0")
+    try:
+        cp.read_string(text, source=path)
+    except configparser.Error as e:
+        raise SetUp(f"{path}: {e}".replace("\n", " "))
+    sections = {name: dict(cp[name]) for name in cp.sections()}
+    errors = [e for name, values in sections.items() for e in check_section(name, values, os.path.dirname(path))]
+    if errors:
+        raise SetUp(f"{path}: " + "; ".join(errors))
+    return sections
+
+
+def check_section(name, values, base):
+    """What is wrong with one bmc.conf section; a relative ca_file is made absolute (from the
+    credentials file's directory) in place."""
+    errors = []
+    if name != "default":
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            errors.append(f"[{name}]: a section is [default] or a BMC's IPv4 address")
+    for key, value in values.items():
+        where = f"[{name}] {key}"
+        if key not in KEYS:
+            errors.append(f"{where}: unknown key (known: {', '.join(KEYS)})")
+        elif key == "driver" and value not in DRIVERS:
+            errors.append(f"{where}: {value!r} is not one of {', '.join(DRIVERS)}")
+        elif key == "port" and not (value.isdigit() and 1 <= int(value) <= 65535):
+            errors.append(f"{where}: {value!r} is not a port number")
+        elif key == "scheme" and value not in ("http", "https"):
+            errors.append(f"{where}: {value!r} is not http or https")
+        elif key == "verify_tls" and value.lower() not in BOOLEANS:
+            errors.append(f"{where}: {value!r} is not yes or no")
+        elif key == "tls_fingerprint" and not FINGERPRINT.match(value):
+            errors.append(f"{where}: expected sha256: and the certificate's 32 bytes in hex "
+                          f"(`openssl x509 -noout -fingerprint -sha256`)")
+        elif key == "ca_file":
+            values[key] = os.path.join(base, value)
+            if not os.path.isfile(values[key]):
+                errors.append(f"{where}: no file {values[key]}")
+    return errors
 
 
 def settings_for(creds, bmc, default_driver):
-    s = {"driver": default_driver}
-    if creds is not None:
-        if creds.has_section("default"):
-            s.update(creds["default"])
-        if creds.has_section(bmc):
-            s.update(creds[bmc])
-    if s["driver"] not in DRIVERS:
-        raise Fail(f"unknown driver {s['driver']!r} (use one of {', '.join(DRIVERS)})")
-    return s
+    """The settings for one BMC, typed: [default], then its own section, over the defaults."""
+    raw = {"driver": default_driver}
+    raw.update(creds.get("default", {}))
+    raw.update(creds.get(bmc, {}))
+    driver = raw["driver"]
+    scheme = raw.get("scheme", DEFAULT_SCHEME[driver]) if DEFAULT_SCHEME[driver] else None
+    fingerprint = FINGERPRINT.match(raw.get("tls_fingerprint", ""))
+    return {
+        "driver": driver,
+        "username": raw.get("username", ""),
+        "password": raw.get("password", ""),
+        "scheme": scheme,
+        "port": int(raw["port"]) if "port" in raw else DEFAULT_PORT.get((driver, scheme)),
+        "verify_tls": BOOLEANS[raw.get("verify_tls", "yes").lower()],
+        "ca_file": raw.get("ca_file"),
+        "tls_fingerprint": bytes.fromhex(fingerprint.group(1).replace(":", "")) if fingerprint else None,
+    }
 
 
 def loaders(root, profile):
@@ -104,45 +192,104 @@ def loaders(root, profile):
     ]
 
 
+def open_link_dir(root, sub):
+    """A loader's link directory under the TFTP root, opened without following a link, or None
+    where there is none. Refused (SetUp) unless it is ours alone: the links, and the temporary
+    names they are made under, must not live where another user can write."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(os.path.join(root, sub), flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SetUp(f"cannot open {os.path.join(root, sub)}: {e.strerror} (a link there is refused)")
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        os.close(fd)
+        raise SetUp(f"{os.path.join(root, sub)} must be {pwd_name(os.geteuid())}'s and writable by no one else "
+                    f"(it is uid {st.st_uid}'s, mode {stat.S_IMODE(st.st_mode):04o}): run mkheadnode-setup again "
+                    f"(or `chown root:root` and `chmod 0755` it), and this as root")
+    return fd
+
+
+def pwd_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def set_links(root, mac, targets, dry_run):
+    """Make `mac`'s link in each (link directory, target); a None target removes the link. Each
+    link is made under a new random name in its own directory, then renamed over the old one;
+    only links are ever replaced or removed. Returns [(link directory, link, target or None)]
+    for each link made or removed (or that would be, in a dry run)."""
+    name = "01-" + mac.replace(":", "-")
+    done = []
+    for sub, target in targets:
+        fd = open_link_dir(root, sub)
+        if fd is None:
+            if target is None:
+                continue
+            raise Fail(f"no directory {os.path.join(root, sub)} for the links")
+        try:
+            try:
+                st = os.lstat(name, dir_fd=fd)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not stat.S_ISLNK(st.st_mode):
+                raise Fail(f"{os.path.join(root, sub, name)} exists and is not a link; left alone")
+            if target is None:
+                if st is not None:
+                    if not dry_run:
+                        os.unlink(name, dir_fd=fd)
+                    done.append((sub, f"{sub}/{name}", None))
+                continue
+            if not dry_run:
+                tmp = f".{name}.{secrets.token_hex(8)}.new"
+                os.symlink(target, tmp, dir_fd=fd)
+                try:
+                    os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                except OSError:
+                    os.unlink(tmp, dir_fd=fd)
+                    raise
+            done.append((sub, f"{sub}/{name}", target))
+        finally:
+            os.close(fd)
+    return done
+
+
 def link(root, mac, profile, dry_run):
     """Arm `mac` for every loader of `profile`; a loader the profile lacks is disarmed, so that
     the node never installs an older profile through it."""
-    name = "01-" + mac.replace(":", "-")
     done = []
-    for sub, target in loaders(root, profile):
-        path = os.path.join(root, sub, name)
-        if os.path.lexists(path) and not os.path.islink(path):
-            raise Fail(f"{path} exists and is not a link; left alone")
+    for sub, path, target in set_links(root, mac, loaders(root, profile), dry_run):
         if target is None:
-            if os.path.lexists(path):
-                if not dry_run:
-                    os.unlink(path)
-                done.append(f"{'would remove' if dry_run else 'removed'} {sub}/{name} (profile has no {LOADER_CONFIG[sub]})")
-            continue
-        if dry_run:
-            done.append(f"would link {sub}/{name} -> {target}")
-            continue
-        tmp = path + ".new"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(target, tmp)
-        os.replace(tmp, path)
-        done.append(f"linked {sub}/{name} -> {target}")
+            done.append(f"{'would remove' if dry_run else 'removed'} {path} (profile has no {LOADER_CONFIG[sub]})")
+        else:
+            done.append(f"{'would link' if dry_run else 'linked'} {path} -> {target}")
     return "; ".join(done)
 
 
+def disarm(root, mac):
+    """Remove `mac`'s install links for both loaders: what was removed, for the report."""
+    removed = [path for _, path, _ in set_links(root, mac, [(sub, None) for sub in LOADER_CONFIG], False)]
+    return ", ".join(removed) or "no links"
+
+
 def ipmi(bmc, s, timeout):
-    base = ["ipmitool", "-I", "lanplus", "-H", bmc, "-p", str(s.get("port", "623")),
-            "-U", s.get("username", ""), "-E", "-N", "1", "-R", "2"]
-    env = dict(os.environ, IPMI_PASSWORD=s.get("password", ""))
+    base = ["ipmitool", "-I", "lanplus", "-H", bmc, "-p", str(s["port"]),
+            "-U", s["username"], "-E", "-N", "1", "-R", "2"]
+    env = dict(os.environ, IPMI_PASSWORD=s["password"])
 
     def run(*args):
         try:
             r = subprocess.run(base + list(args), env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise Fail(f"ipmi {' '.join(args)}: no answer within {timeout} s")
+            raise Fail(f"ipmi {' '.join(args)}: no answer within {timeout:g} s")
         if r.returncode != 0:
-            raise Fail(f"ipmi {' '.join(args)}: {(r.stderr or r.stdout).strip().splitlines()[-1:] or ['failed']}"[:300])
+            said = (r.stderr or r.stdout).strip().splitlines()
+            raise Fail(f"ipmi {' '.join(args)}: {said[-1] if said else 'failed'}"[:300])
         return r.stdout
 
     notes = []
@@ -157,57 +304,216 @@ def ipmi(bmc, s, timeout):
     return "; ".join(notes + ["power-cycled" if on else "powered on"])
 
 
-def http(method, url, s, timeout, body=None, digest=False):
-    data = None if body is None else (json.dumps(body).encode() if isinstance(body, dict) else body.encode())
-    req = urllib.request.Request(url, data=data, method=method)
-    if isinstance(body, dict):
-        req.add_header("Content-Type", "application/json")
-    handlers = []
-    if url.startswith("https:") and s.get("verify_tls", "yes").lower() in ("no", "false", "0"):
-        ctx = ssl.create_default_context()
+@contextlib.contextmanager
+def deadline(seconds):
+    """Raise Fail when the block has not finished within `seconds`: one deadline for a whole
+    BMC call (connect, TLS, request, every redirect and the whole reply, however slowly a BMC
+    drips it), where socket timeouts would only bound each wait."""
+    def expire(signum, frame):
+        raise Fail(f"no complete answer within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def tls_context(s):
+    """The BMC's own CA (ca_file) where it has one, else the system's; no verification of the
+    chain only where its certificate is pinned (tls_fingerprint, checked after the handshake
+    and before anything is sent) or verify_tls = no."""
+    if s["ca_file"]:
+        return ssl.create_default_context(cafile=s["ca_file"])
+    ctx = ssl.create_default_context()
+    if s["tls_fingerprint"] or not s["verify_tls"]:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        handlers.append(urllib.request.HTTPSHandler(context=ctx))
-    if digest:
-        pm = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-        pm.add_password(None, url, s.get("username", ""), s.get("password", ""))
-        handlers.append(urllib.request.HTTPDigestAuthHandler(pm))
+    return ctx
+
+
+def exchange(bmc, s, timeout, method, path, body, headers):
+    """One request and its reply on a new connection to the BMC: (status, reason, headers,
+    body of at most MAX_REPLY bytes)."""
+    if s["scheme"] == "https":
+        conn = http.client.HTTPSConnection(bmc, s["port"], timeout=timeout, context=tls_context(s))
     else:
-        token = base64.b64encode(f"{s.get('username', '')}:{s.get('password', '')}".encode()).decode()
-        req.add_header("Authorization", "Basic " + token)
+        conn = http.client.HTTPConnection(bmc, s["port"], timeout=timeout)
     try:
-        with urllib.request.build_opener(*handlers).open(req, timeout=timeout) as r:
-            return r.read()
-    except urllib.error.HTTPError as e:
-        raise Fail(f"{method} {url}: HTTP {e.code} {e.reason}")
-    except (urllib.error.URLError, OSError) as e:
-        raise Fail(f"{method} {url}: {getattr(e, 'reason', e)}")
+        conn.connect()
+        if s["scheme"] == "https" and s["tls_fingerprint"]:
+            seen = hashlib.sha256(conn.sock.getpeercert(binary_form=True)).digest()
+            if not hmac.compare_digest(seen, s["tls_fingerprint"]):
+                raise Fail(f"its TLS certificate is sha256:{seen.hex(':')}, not the tls_fingerprint in bmc.conf; "
+                           f"nothing was sent")
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        data = r.read(MAX_REPLY + 1)
+        if len(data) > MAX_REPLY:
+            raise Fail(f"the reply is larger than {MAX_REPLY >> 10} KiB; not read")
+        return r.status, r.reason, r.headers, data
+    finally:
+        conn.close()
+
+
+def same_origin(location, bmc, s, path):
+    """The path to follow a redirect to, which must stay on the BMC's own scheme, address and
+    port: credentials are never sent anywhere else."""
+    if not location:
+        raise Fail("a redirect without a Location")
+    refused = Fail(f"redirected to {location[:100]!r}: not followed (credentials go to the BMC's own address only)")
+    try:
+        u = urllib.parse.urlsplit(urllib.parse.urljoin(f"{s['scheme']}://{bmc}:{s['port']}{path}", location))
+        port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    except ValueError:
+        raise refused
+    if (u.scheme, u.hostname, port) != (s["scheme"], bmc, s["port"]):
+        raise refused
+    return (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+
+def quoted(value):
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def digest_challenge(headers):
+    """The parameters of the Digest challenge among a 401's WWW-Authenticate headers, or None."""
+    for value in headers.get_all("WWW-Authenticate") or []:
+        scheme, _, params = value.strip().partition(" ")
+        if scheme.lower() == "digest":
+            fields = {k.lower(): re.sub(r"\\(.)", r"\1", inner) if v.startswith('"') else v
+                      for k, v, inner in re.findall(r'(\w+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^,\s]*)', params)}
+            if "nonce" in fields and "realm" in fields:
+                return dict(fields, nc=0)
+    return None
+
+
+def digest_authorization(s, method, path, ch):
+    """An Authorization header answering Digest challenge `ch` (RFC 7616: MD5 or SHA-256, with
+    qop=auth or none)."""
+    algorithm = ch.get("algorithm", "MD5").upper()
+    if algorithm not in ("MD5", "SHA-256"):
+        raise Fail(f"digest algorithm {algorithm} is not supported")
+
+    def h(text):
+        return hashlib.new(algorithm.replace("-", "").lower(), text.encode()).hexdigest()
+
+    ha1 = h(f"{s['username']}:{ch['realm']}:{s['password']}")
+    ha2 = h(f"{method}:{path}")
+    fields = [f"username={quoted(s['username'])}", f"realm={quoted(ch['realm'])}", f"nonce={quoted(ch['nonce'])}",
+              f"uri={quoted(path)}", f"algorithm={algorithm}"]
+    qops = [q.strip() for q in ch.get("qop", "").split(",") if q.strip()]
+    if "auth" in qops:
+        ch["nc"] += 1
+        nc, cnonce = f"{ch['nc']:08x}", secrets.token_hex(8)
+        response = h(f"{ha1}:{ch['nonce']}:{nc}:{cnonce}:auth:{ha2}")
+        fields += ["qop=auth", f"nc={nc}", f"cnonce={quoted(cnonce)}"]
+    elif not qops:
+        response = h(f"{ha1}:{ch['nonce']}:{ha2}")
+    else:
+        raise Fail(f"digest qop {ch['qop']!r} is not supported")
+    fields.append(f"response={quoted(response)}")
+    if "opaque" in ch:
+        fields.append(f"opaque={quoted(ch['opaque'])}")
+    return "Digest " + ", ".join(fields)
+
+
+def describe(bmc, s, method, path):
+    return f"{method} {s['scheme']}://{bmc}:{s['port']}{path}"
+
+
+def call(bmc, s, timeout, method, path, body=None, digest=False):
+    """One BMC call: `method` on `path` at the BMC's own scheme, address and port, with Basic or
+    Digest credentials; its reply's body. Same-origin redirects are followed; everything,
+    redirects and the digest exchange included, within one deadline of `timeout` seconds."""
+    what = describe(bmc, s, method, path)
+    data, headers = None, {"Accept": "application/json"}
+    if isinstance(body, dict):
+        data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+    elif body is not None:
+        data, headers["Content-Type"] = body.encode(), "application/x-www-form-urlencoded"
+    challenge, redirects = None, 0
+    try:
+        with deadline(timeout):
+            while True:
+                if not digest:
+                    token = base64.b64encode(f"{s['username']}:{s['password']}".encode()).decode()
+                    headers["Authorization"] = "Basic " + token
+                elif challenge is not None:
+                    headers["Authorization"] = digest_authorization(s, method, path, challenge)
+                status, reason, reply_headers, reply = exchange(bmc, s, timeout, method, path, data, headers)
+                if status == 401 and digest and challenge is None:
+                    challenge = digest_challenge(reply_headers)
+                    if challenge is None:
+                        raise Fail("HTTP 401 without a Digest challenge")
+                elif status in (301, 302, 303, 307, 308):
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise Fail(f"more than {MAX_REDIRECTS} redirects")
+                    path = same_origin(reply_headers.get("Location"), bmc, s, path)
+                elif status >= 300:
+                    raise Fail(f"HTTP {status} {reason}")
+                else:
+                    return reply
+    except Fail as e:
+        raise Fail(f"{what}: {e}")
+    except ssl.SSLCertVerificationError as e:
+        raise Fail(f"{what}: TLS certificate not trusted ({e.verify_message}); give this BMC a ca_file or "
+                   f"tls_fingerprint in bmc.conf")
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        raise Fail(f"{what}: {str(e) or type(e).__name__}"[:300])
+
+
+def call_json(bmc, s, timeout, path):
+    """GET `path` and its reply as a JSON object."""
+    reply = call(bmc, s, timeout, "GET", path)
+    try:
+        value = json.loads(reply)
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise Fail(f"{describe(bmc, s, 'GET', path)}: the reply is not JSON, or not an object (it begins {reply[:40]!r})")
+    return value
 
 
 def redfish(bmc, s, timeout):
-    base = f"{s.get('scheme', 'https')}://{bmc}:{s.get('port', '443')}"
-    members = json.loads(http("GET", base + "/redfish/v1/Systems", s, timeout)).get("Members", [])
-    if not members:
-        raise Fail("redfish: the BMC lists no system")
-    system = base + members[0]["@odata.id"]
-    state = json.loads(http("GET", system, s, timeout)).get("PowerState", "On")
+    members = call_json(bmc, s, timeout, "/redfish/v1/Systems").get("Members")
+    first = members[0] if isinstance(members, list) and members else None
+    system = first.get("@odata.id") if isinstance(first, dict) else None
+    if not isinstance(system, str) or not BMC_PATH.match(system):
+        raise Fail(f"redfish: the BMC lists no system to reset (Members: {str(members)[:80]})")
+    state = call_json(bmc, s, timeout, system).get("PowerState", "On")
     notes = []
     try:
-        http("PATCH", system, s, timeout, {"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
+        call(bmc, s, timeout, "PATCH", system, {"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
     except Fail as e:
         notes.append(f"warning: next boot not set to PXE ({e})")
     reset = "ForceRestart" if state == "On" else "On"
-    http("POST", system + "/Actions/ComputerSystem.Reset", s, timeout, {"ResetType": reset})
+    call(bmc, s, timeout, "POST", system + "/Actions/ComputerSystem.Reset", {"ResetType": reset})
     return "; ".join(notes + ["power-cycled" if state == "On" else "powered on"])
 
 
 def amt(bmc, s, timeout):
-    url = f"http://{bmc}:{s.get('port', '16992')}/remoteform"
-    http("POST", url, s, timeout, "amt_html_rc_boot_special=1&amt_html_rc_radio_group=3", digest=True)
+    call(bmc, s, timeout, "POST", "/remoteform", "amt_html_rc_boot_special=1&amt_html_rc_radio_group=3", digest=True)
     return "power-cycled"
 
 
 POWER = {"ipmi": ipmi, "redfish": redfish, "amt": amt}
+
+
+def install(a, creds, mac, bmc):
+    """Arm one machine and power-cycle it: what was done. Raises Fail."""
+    s = settings_for(creds, bmc, a.driver)
+    done = [link(a.tftp_root, mac, a.profile, a.dry_run)]
+    if a.no_power or s["driver"] == "none":
+        done.append("power left alone")
+    elif a.dry_run:
+        done.append(f"would power-cycle via {s['driver']}")
+    else:
+        done.append(POWER[s["driver"]](bmc, s, a.timeout) + f" via {s['driver']}")
+    return "; ".join(done)
 
 
 def main(argv=None):
@@ -217,10 +523,13 @@ def main(argv=None):
     ap.add_argument("-n", "--dry-run", action="store_true", help="say what would be done; change nothing")
     ap.add_argument("--driver", choices=DRIVERS, default="ipmi", help="power driver when the credentials file names none")
     ap.add_argument("--no-power", action="store_true", help="only make the links")
+    ap.add_argument("--keep-armed", action="store_true",
+                    help="keep a machine's install links when its power-cycle fails (it installs at its next network boot)")
     ap.add_argument("--machines", default="/etc/moc/machines.txt")
     ap.add_argument("--credentials", default="/etc/moc/bmc.conf")
     ap.add_argument("--tftp-root", default=TFTP_ROOT)
-    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per BMC call")
+    ap.add_argument("--timeout", type=float, default=20.0,
+                    help="seconds for each BMC call, start to end (one HTTP request with its redirects, or one ipmitool command)")
     a = ap.parse_args(argv)
 
     if not re.match(r"\A[A-Za-z0-9_-][A-Za-z0-9._-]*\Z", a.profile) or a.profile in RESERVED:
@@ -228,6 +537,20 @@ def main(argv=None):
     if all(target is None for _, target in loaders(a.tftp_root, a.profile)):
         ap.error(f"profile {a.profile!r} has neither {os.path.join(a.tftp_root, a.profile, 'pxelinux.cfg')} "
                  f"nor a published grub.cfg (mkheadnode-publish-profiles publishes the share's profiles)")
+    if not 0 < a.timeout <= 3600:
+        ap.error("--timeout takes seconds, more than 0 and at most 3600")
+    creds = {}
+    try:
+        if not a.no_power and a.driver != "none" or os.path.lexists(a.credentials):
+            if not os.path.lexists(a.credentials):
+                raise SetUp(f"no credentials file {a.credentials} (or use --driver none / --no-power)")
+            creds = load_credentials(a.credentials)
+        for sub in LOADER_CONFIG:
+            fd = open_link_dir(a.tftp_root, sub)
+            if fd is not None:
+                os.close(fd)
+    except SetUp as e:
+        ap.error(str(e))
     try:
         machines, errors = parse_machines(a.machines)
     except OSError as e:
@@ -240,30 +563,22 @@ def main(argv=None):
             errors.append(f"{m}: not listed in {a.machines}")
     if wanted:
         machines = [(mac, bmc) for mac, bmc in machines if mac in wanted]
-    creds = None
-    if not a.no_power and a.driver != "none" or os.path.exists(a.credentials):
-        try:
-            creds = load_credentials(a.credentials)
-        except FileNotFoundError:
-            ap.error(f"no credentials file {a.credentials} (or use --driver none / --no-power)")
 
     failed = len(errors)
     for e in errors:
         print(f"FAILED {e}")
     for mac, bmc in machines:
         try:
-            s = settings_for(creds, bmc, a.driver)
-            done = [link(a.tftp_root, mac, a.profile, a.dry_run)]
-            if a.no_power or s["driver"] == "none":
-                done.append("power left alone")
-            elif a.dry_run:
-                done.append(f"would power-cycle via {s['driver']}")
-            else:
-                done.append(POWER[s["driver"]](bmc, s, a.timeout) + f" via {s['driver']}")
-            print(f"ok     {mac} ({bmc}): {'; '.join(done)}")
-        except (Fail, OSError) as e:
+            print(f"ok     {mac} ({bmc}): {install(a, creds, mac, bmc)}", flush=True)
+        except Exception as e:  # one machine's failure, whatever its BMC answered, is its own
             failed += 1
-            print(f"FAILED {mac} ({bmc}): {e}")
+            reason = str(e) if isinstance(e, (Fail, SetUp, OSError)) else f"unexpected {type(e).__name__}: {e}"
+            if not a.dry_run and not a.keep_armed:
+                try:
+                    reason += f"; disarmed again: {disarm(a.tftp_root, mac)} (--keep-armed keeps a failed machine armed)"
+                except (Fail, SetUp, OSError) as e2:
+                    reason += f"; STILL ARMED, could not remove its install links: {e2}"
+            print(f"FAILED {mac} ({bmc}): {reason}", flush=True)
     total = len(machines) + len(errors)
     print(f"{total - failed} of {total} machines done" + (" (dry run)" if a.dry_run else ""))
     return 1 if failed else 0

@@ -27,7 +27,7 @@ for dir in "$src"/*/; do
     rm -rf "$dst/.$name.new"
     cp -R "$dir" "$dst/.$name.new"
     find "$dst/.$name.new" -name '*.cfg' -type f -exec sed -i 's/@HEADNODE@/{{private_address}}/g' {} +
-    chmod -R a+rX "$dst/.$name.new"
+    chmod -R a+rX,go-w "$dst/.$name.new"
     rm -rf "$dst/$name"
     mv "$dst/.$name.new" "$dst/$name"
     rm -rf "$chains/$name"

@@ -25,6 +25,8 @@ const PXELINUX_DEFAULT: &str = include_str!("../../cloud-init/files/pxelinux-def
 const GRUB_CFG: &str = include_str!("../../cloud-init/files/grub.cfg");
 const NGINX_SITE: &str = include_str!("../../cloud-init/files/nginx-site.conf");
 const BOOT_DEFAULT_CGI: &str = include_str!("../../cloud-init/files/boot-default.cgi");
+const DISARM_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-disarm.py");
+const SUDOERS_DISARM: &str = include_str!("../../cloud-init/files/sudoers-disarm");
 const LINK_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-link.py");
 const PUBLISH_PROFILES: &str = include_str!("../../cloud-init/files/publish-profiles.sh");
 const SETUP_SCRIPT: &str = include_str!("../../cloud-init/files/headnode-setup.sh");
@@ -70,6 +72,9 @@ pub const RESERVED_NAMES: &[&str] = &[
 ];
 /// Where the guest installs the boot-default CGI.
 pub const CGI_PATH: &str = "/usr/local/lib/mkheadnode/boot-default";
+/// The one program the web server's user may run as root (through sudo): it removes one MAC's
+/// install links.
+pub const DISARM_HELPER: &str = "/usr/local/sbin/mkheadnode-disarm";
 
 /// The values of the nginx site, separate so tests can run it on loopback in a temp root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +130,8 @@ pub fn layout() -> Vars {
         .optional("uefi_loader", UEFI_LOADER)
         .optional("efi_dir", EFI_DIR)
         .optional("uefi_dir", UEFI_DIR)
+        .optional("cgi_path", CGI_PATH)
+        .optional("disarm_helper", DISARM_HELPER)
         .optional("reserved_names", reserved.join(" | "))
         .optional("reserved_names_py", json(&reserved))
 }
@@ -137,6 +144,16 @@ fn with_layout(template: &str, origin: &str) -> anyhow::Result<String> {
 /// The boot-default CGI program (Python 3), as installed in the guest.
 pub fn boot_default_cgi() -> anyhow::Result<String> {
     with_layout(BOOT_DEFAULT_CGI, "files/boot-default.cgi")
+}
+
+/// mkheadnode-disarm (Python 3), as installed in the guest at [`DISARM_HELPER`].
+pub fn disarm_tool() -> anyhow::Result<String> {
+    with_layout(DISARM_TOOL, "files/mkheadnode-disarm.py")
+}
+
+/// The sudoers rule that lets the web server's user run [`DISARM_HELPER`] with one MAC.
+pub fn sudoers_disarm() -> anyhow::Result<String> {
+    with_layout(SUDOERS_DISARM, "files/sudoers-disarm")
 }
 
 /// The link tool (Python 3), as installed in the guest.
@@ -191,6 +208,8 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("grub_cfg", render_text(GRUB_CFG, "files/grub.cfg", &addr)?),
         ("nginx_site", NginxSite::for_plan(plan).render()?),
         ("boot_default_cgi", boot_default_cgi()?),
+        ("disarm_tool", disarm_tool()?),
+        ("sudoers_disarm", sudoers_disarm()?),
         ("link_tool", link_tool()?),
         (
             "publish_profiles",
