@@ -56,9 +56,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// How much to say, from `--quiet` and `--verbose`.
 fn reporter(g: &GlobalArgs) -> Reporter {
     Reporter {
-        verbosity: if g.quiet {
+        verbosity: if g.quiet > 0 {
             Verbosity::Quiet
-        } else if g.verbose {
+        } else if g.verbose > 0 {
             Verbosity::Verbose
         } else {
             Verbosity::Normal
@@ -258,10 +258,19 @@ fn wait_for(started: &[Plan], args: &CreateArgs, out: Reporter) -> anyhow::Resul
         out.verbosity > Verbosity::Quiet,
     )?;
     for plan in started {
-        out.summary(format!(
-            "{} is ready: ssh to {} from the VLAN, `virsh console {}` from here",
-            plan.domain_name, plan.addressing.private_address, plan.domain_name
-        ));
+        let name = &plan.domain_name;
+        // ssh logs in with a key only.
+        let reach = if plan.ssh_authorized_keys.is_empty() {
+            format!(
+                "`virsh console {name}` from here (no ssh key is configured: --ssh-key adds one)"
+            )
+        } else {
+            format!(
+                "ssh to {} from the VLAN, `virsh console {name}` from here",
+                plan.addressing.private_address
+            )
+        };
+        out.summary(format!("{name} is ready: {reach}"));
     }
     Ok(())
 }

@@ -137,12 +137,12 @@ pub struct GlobalArgs {
     /// How many VLANs to work on at once in bulk runs.
     #[arg(long, short = 'j', global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
-    /// Say more.
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
-    /// Say only errors and the summary.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
+    /// Say more (may be repeated).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Say only errors and the summary (may be repeated).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
     /// Base cloud image (qcow2 or raw).
     #[arg(long, global = true, value_name = "PATH")]
     pub base_image: Option<PathBuf>,
@@ -350,6 +350,23 @@ mod tests {
         let args = create.merged(&cli.create);
         assert!(args.wait);
         assert_eq!(args.timeout, Some(60));
+    }
+
+    #[test]
+    fn verbose_and_quiet_may_be_repeated() {
+        for args in [
+            &["mkheadnode", "-vv", "list"][..],
+            &["mkheadnode", "list", "-v", "-v"],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap().global.verbose,
+                2,
+                "{args:?}"
+            );
+        }
+        let cli = Cli::try_parse_from(["mkheadnode", "-q", "-q", "list"]).unwrap();
+        assert_eq!(cli.global.quiet, 2);
+        assert!(Cli::try_parse_from(["mkheadnode", "-v", "-q", "list"]).is_err());
     }
 
     #[test]
