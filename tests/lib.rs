@@ -5,7 +5,8 @@
 //! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
 //! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `uefi` (dhcpd per client
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
-//! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
+//! and `qemu:///system`), `guest_nodes` (the guest's node tools on temp dirs), `test_driver`
+//! (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
 
 #![allow(
@@ -20,6 +21,8 @@ mod bmc;
 mod cli;
 #[cfg(feature = "host-tests")]
 mod guest;
+#[cfg(feature = "host-tests")]
+mod guest_nodes;
 mod layers;
 #[allow(
     clippy::absolute_paths,
