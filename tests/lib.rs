@@ -1,12 +1,12 @@
 //! mkheadnode's integration tests: one binary, a module per area.
 //!
-//! A plain `cargo test` runs the pure ones: `cli` (the built binary, no hypervisor needed) and
-//! `layers` (the source's imports). The `host-tests` feature, which `make unit` and `make smoke`
-//! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
+//! A plain `cargo test` runs the pure ones: `cli` and `node_cli` (the built binary, no
+//! hypervisor needed) and `layers` (the source's imports). The `host-tests` feature, which `make
+//! unit` and `make smoke` turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
 //! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `uefi` (dhcpd per client
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
-//! and `qemu:///system`), `guest_nodes` (the guest's node tools on temp dirs), `test_driver`
-//! (libvirt's in-memory `test:///default`), `system` (the
+//! and `qemu:///system`), `guest_nodes` (the nodes tool, `--power-status` and publishing on temp
+//! dirs), `test_driver` and `node_agent` (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
 
 #![allow(
@@ -24,6 +24,9 @@ mod guest;
 #[cfg(feature = "host-tests")]
 mod guest_nodes;
 mod layers;
+#[cfg(feature = "host-tests")]
+mod node_agent;
+mod node_cli;
 #[allow(
     clippy::absolute_paths,
     reason = "it names SYSTEM_URI and BOOT_SIGN in place"

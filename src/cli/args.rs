@@ -3,6 +3,7 @@ The command line: clap definitions, and turning flags into settings layered over
 file.
 */
 
+use crate::cli::node_args::NodesArgs;
 use crate::host::hypervisor::DEFAULT_URI;
 use crate::host::kvm_probe::PROBE_ARG;
 use crate::model::config::{Attachment, Config, VirtTypeChoice};
@@ -87,6 +88,8 @@ pub enum Command {
     /// Internal: run the KVM probe (used by virt-type auto).
     #[command(name = PROBE_ARG, hide = true)]
     KvmProbe,
+    /// The machines of a VLAN as its headnode sees them: boot target, lease, fetches, power.
+    Nodes(NodesArgs),
 }
 
 /// Options of create and rebuild.
@@ -367,6 +370,20 @@ mod tests {
         let cli = Cli::try_parse_from(["mkheadnode", "-q", "-q", "list"]).unwrap();
         assert_eq!(cli.global.quiet, 2);
         assert!(Cli::try_parse_from(["mkheadnode", "-v", "-q", "list"]).is_err());
+    }
+
+    #[test]
+    fn nodes_takes_events_with_or_without_a_mac() {
+        let cli = Cli::try_parse_from(["mkheadnode", "nodes", "42", "--events"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Nodes(ref a)) if a.events.as_deref() == Some(""))
+        );
+        let cli =
+            Cli::try_parse_from(["mkheadnode", "nodes", "42", "--events", "aa:bb:cc:dd:ee:ff"])
+                .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Nodes(ref a)) if a.events.as_ref().is_some_and(|m| m.len() == 17))
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ metadata is never touched.
 
 pub mod check;
 pub mod create;
+pub mod guest;
+pub mod nodes;
 pub mod report;
 pub mod session;
 pub mod status;

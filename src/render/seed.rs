@@ -26,6 +26,7 @@ const GRUB_CFG: &str = include_str!("../../cloud-init/files/grub.cfg");
 const NGINX_SITE: &str = include_str!("../../cloud-init/files/nginx-site.conf");
 const BOOT_DEFAULT_CGI: &str = include_str!("../../cloud-init/files/boot-default.cgi");
 const LINK_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-link.py");
+const NODES_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-nodes.py");
 const PUBLISH_PROFILES: &str = include_str!("../../cloud-init/files/publish-profiles.sh");
 const SETUP_SCRIPT: &str = include_str!("../../cloud-init/files/headnode-setup.sh");
 const RULES_V4: &str = include_str!("../../cloud-init/files/rules.v4");
@@ -70,6 +71,12 @@ pub const RESERVED_NAMES: &[&str] = &[
 ];
 /// Where the guest installs the boot-default CGI.
 pub const CGI_PATH: &str = "/usr/local/lib/mkheadnode/boot-default";
+/// Where the guest installs the link tool (`mkheadnode install` runs it).
+pub const LINK_TOOL_PATH: &str = "/usr/local/sbin/mkheadnode-link";
+/// Where the guest installs the nodes tool (`mkheadnode nodes` runs it).
+pub const NODES_TOOL_PATH: &str = "/usr/local/sbin/mkheadnode-nodes";
+/// The guest's unit that publishes the share's profiles into the TFTP root.
+pub const PROFILES_UNIT: &str = "mkheadnode-profiles.service";
 
 /// The values of the nginx site, separate so tests can run it on loopback in a temp root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +151,11 @@ pub fn link_tool() -> anyhow::Result<String> {
     with_layout(LINK_TOOL, "files/mkheadnode-link.py")
 }
 
+/// The nodes tool (Python 3), as installed in the guest.
+pub fn nodes_tool() -> anyhow::Result<String> {
+    with_layout(NODES_TOOL, "files/mkheadnode-nodes.py")
+}
+
 /// The dhcpd expression for the client's MAC as `aa-bb-cc-dd-ee-ff`: `binary-to-ascii` drops
 /// leading zeros, so each byte is padded to two digits.
 fn dhcpd_mac_dashed() -> String {
@@ -192,6 +204,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("nginx_site", NginxSite::for_plan(plan).render()?),
         ("boot_default_cgi", boot_default_cgi()?),
         ("link_tool", link_tool()?),
+        ("nodes_tool", nodes_tool()?),
         (
             "publish_profiles",
             render_text(PUBLISH_PROFILES, "files/publish-profiles.sh", &addr)?,

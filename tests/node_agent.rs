@@ -1,0 +1,104 @@
+//! The node operations' libvirt side against libvirt's test driver (`test:///default`), which
+//! has domains but no guest agent: a headnode that is absent, shut off, or running without an
+//! agent that answers gets the error that says what to check. (A booted headnode's agent is
+//! exercised by the smoke test.)
+
+use crate::support::{mkheadnode, run};
+use mkheadnode::error::{kind_of, Kind};
+use mkheadnode::host::hypervisor::Hypervisor;
+use mkheadnode::model::config::Config;
+use mkheadnode::model::plan::{Plan, VirtType};
+use mkheadnode::model::vlan::Vlan;
+use mkheadnode::ops::nodes::NodesQuery;
+use mkheadnode::ops::report::{Reporter, Verbosity};
+use mkheadnode::ops::session::Session;
+use mkheadnode::render::domain_xml;
+use std::path::Path;
+
+const URI: &str = "test:///default";
+
+fn session(root: &Path) -> Session {
+    let config = Config {
+        config_root: root.join("cfg"),
+        lock_dir: root.join("lock"),
+        ..Config::default()
+    };
+    Session::new(
+        config,
+        Hypervisor::connect(URI).unwrap(),
+        Reporter {
+            verbosity: Verbosity::Quiet,
+        },
+    )
+}
+
+/// Our headnode of `vlan` defined on the test driver (started if `running`); undefined on drop.
+struct TestHeadnode {
+    hv: Hypervisor,
+    name: String,
+}
+
+impl TestHeadnode {
+    fn new(s: &Session, vlan: u16, running: bool) -> TestHeadnode {
+        let plan = Plan::new(&s.config, Vlan::new(vlan).unwrap(), VirtType::Qemu);
+        let hv = Hypervisor::connect(URI).unwrap();
+        let dom = hv
+            .define(&plan.domain_name, &domain_xml::domain(&plan).unwrap())
+            .unwrap();
+        if running {
+            dom.create().unwrap();
+        }
+        TestHeadnode {
+            hv,
+            name: plan.domain_name,
+        }
+    }
+}
+
+impl Drop for TestHeadnode {
+    fn drop(&mut self) {
+        if let Ok(Some(dom)) = self.hv.find_domain(&self.name) {
+            let _ = self.hv.destroy_and_undefine(&dom);
+        }
+    }
+}
+
+#[test]
+fn an_agent_that_does_not_answer_gets_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(tmp.path());
+    let vlan = Vlan::new(3101).unwrap();
+    let err = s.agent(vlan).err().expect("no headnode");
+    assert_eq!(kind_of(&err), Kind::NotFound, "{err:#}");
+
+    let stopped = TestHeadnode::new(&s, 3101, false);
+    let err = s.agent(vlan).err().expect("shut off");
+    assert!(
+        format!("{err:#}").contains("headnode-3101 is shut off: start it"),
+        "{err:#}"
+    );
+    drop(stopped);
+
+    let _running = TestHeadnode::new(&s, 3101, true);
+    let err = s.agent(vlan).err().expect("no agent on the test driver");
+    assert_eq!(kind_of(&err), Kind::Libvirt);
+    let msg = format!("{err:#}");
+    for want in [
+        "the guest agent of headnode-3101 does not answer",
+        "mkheadnode status 3101",
+        "mkheadnode-setup: done",
+        "qemu-guest-agent",
+    ] {
+        assert!(msg.contains(want), "no `{want}` in: {msg}");
+    }
+    // nodes stops there, before sending anything.
+    let err = s.nodes(vlan, &NodesQuery::default()).unwrap_err();
+    assert_eq!(kind_of(&err), Kind::Libvirt, "{err:#}");
+}
+
+#[test]
+fn nodes_says_when_there_is_no_headnode() {
+    let (code, _, err) = run(mkheadnode().args(["--connect", URI, "nodes", "3103"]));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("there is no headnode for VLAN 3103"), "{err}");
+}
