@@ -9,11 +9,13 @@ use mkheadnode::host::hypervisor::Hypervisor;
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
+use mkheadnode::ops::install::InstallRequest;
 use mkheadnode::ops::nodes::NodesQuery;
 use mkheadnode::ops::report::{Reporter, Verbosity};
 use mkheadnode::ops::session::Session;
 use mkheadnode::render::domain_xml;
 use std::path::Path;
+use std::time::Duration;
 
 const URI: &str = "test:///default";
 
@@ -91,14 +93,34 @@ fn an_agent_that_does_not_answer_gets_advice() {
     ] {
         assert!(msg.contains(want), "no `{want}` in: {msg}");
     }
-    // nodes stops there, before sending anything.
+    // install and nodes stop there, before sending anything.
+    let req = InstallRequest {
+        profile: "deb".into(),
+        macs: None,
+        dry_run: false,
+        no_power: true,
+        jobs: 2,
+        timeout: Duration::from_secs(10),
+    };
+    let err = s
+        .install(vlan, &req, &|_| panic!("nothing to report"))
+        .unwrap_err();
+    assert_eq!(kind_of(&err), Kind::Libvirt, "{err:#}");
     let err = s.nodes(vlan, &NodesQuery::default()).unwrap_err();
     assert_eq!(kind_of(&err), Kind::Libvirt, "{err:#}");
 }
 
 #[test]
-fn nodes_says_when_there_is_no_headnode() {
-    let (code, _, err) = run(mkheadnode().args(["--connect", URI, "nodes", "3103"]));
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("there is no headnode for VLAN 3103"), "{err}");
+fn the_commands_say_when_there_is_no_headnode() {
+    for args in [
+        vec!["nodes", "3103"],
+        vec!["install", "3103", "-p", "deb", "--all"],
+    ] {
+        let (code, _, err) = run(mkheadnode().args(["--connect", URI]).args(&args));
+        assert_eq!(code, 3, "{args:?}: {err}");
+        assert!(
+            err.contains("there is no headnode for VLAN 3103"),
+            "{args:?}: {err}"
+        );
+    }
 }

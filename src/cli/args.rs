@@ -3,7 +3,7 @@ The command line: clap definitions, and turning flags into settings layered over
 file.
 */
 
-use crate::cli::node_args::NodesArgs;
+use crate::cli::node_args::{InstallArgs, NodesArgs};
 use crate::host::hypervisor::DEFAULT_URI;
 use crate::host::kvm_probe::PROBE_ARG;
 use crate::model::config::{Attachment, Config, VirtTypeChoice};
@@ -88,6 +88,8 @@ pub enum Command {
     /// Internal: run the KVM probe (used by virt-type auto).
     #[command(name = PROBE_ARG, hide = true)]
     KvmProbe,
+    /// Arm machines for an install profile and power-cycle them, through the headnode.
+    Install(InstallArgs),
     /// The machines of a VLAN as its headnode sees them: boot target, lease, fetches, power.
     Nodes(NodesArgs),
 }
@@ -373,7 +375,25 @@ mod tests {
     }
 
     #[test]
-    fn nodes_takes_events_with_or_without_a_mac() {
+    fn node_commands_parse() {
+        let cli =
+            Cli::try_parse_from(["mkheadnode", "install", "42", "-p", "deb", "--all"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Install(ref a)) if a.all && a.macs.is_empty()));
+        for bad in [
+            &["mkheadnode", "install", "42", "-p", "deb"][..],
+            &[
+                "mkheadnode",
+                "install",
+                "42",
+                "-p",
+                "deb",
+                "--all",
+                "aa:bb:cc:dd:ee:ff",
+            ],
+            &["mkheadnode", "install", "42", "--all"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
         let cli = Cli::try_parse_from(["mkheadnode", "nodes", "42", "--events"]).unwrap();
         assert!(
             matches!(cli.command, Some(Command::Nodes(ref a)) if a.events.as_deref() == Some(""))

@@ -12,6 +12,7 @@ metadata is never touched.
 pub mod check;
 pub mod create;
 pub mod guest;
+pub mod install;
 pub mod nodes;
 pub mod report;
 pub mod session;
