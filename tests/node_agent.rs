@@ -1,6 +1,7 @@
 //! The node operations' libvirt side against libvirt's test driver (`test:///default`), which
 //! has domains but no guest agent: a headnode that is absent, shut off, or running without an
-//! agent that answers gets the error that says what to check. (A booted headnode's agent is
+//! agent that answers gets the error that says what to check, and `profile add` copies the
+//! profile all the same and says how it will be published. (A booted headnode's agent is
 //! exercised by the smoke test.)
 
 use crate::support::{mkheadnode, run};
@@ -11,6 +12,7 @@ use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
 use mkheadnode::ops::install::InstallRequest;
 use mkheadnode::ops::nodes::NodesQuery;
+use mkheadnode::ops::profile::{load_source, Publication};
 use mkheadnode::ops::report::{Reporter, Verbosity};
 use mkheadnode::ops::session::Session;
 use mkheadnode::render::domain_xml;
@@ -65,6 +67,14 @@ impl Drop for TestHeadnode {
     }
 }
 
+fn profile_dir(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pxelinux.cfg"), "KERNEL deb/linux\n").unwrap();
+    std::fs::write(dir.join("linux"), "kernel").unwrap();
+    dir
+}
+
 #[test]
 fn an_agent_that_does_not_answer_gets_advice() {
     let tmp = tempfile::tempdir().unwrap();
@@ -108,6 +118,54 @@ fn an_agent_that_does_not_answer_gets_advice() {
     assert_eq!(kind_of(&err), Kind::Libvirt, "{err:#}");
     let err = s.nodes(vlan, &NodesQuery::default()).unwrap_err();
     assert_eq!(kind_of(&err), Kind::Libvirt, "{err:#}");
+}
+
+#[test]
+fn profile_add_copies_then_says_how_it_will_be_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(tmp.path());
+    let source = load_source("deb", &profile_dir(tmp.path())).unwrap();
+    let installed = s.config.config_root.join("3102/profiles/deb/linux");
+
+    // No headnode yet: copied into the configured root, published when it is created.
+    let vlan = Vlan::new(3102).unwrap();
+    let (replaced, publication) = s.profile_add(vlan, &source, &mut |_, _| {}).unwrap();
+    assert!(!replaced && installed.exists());
+    assert!(
+        matches!(&publication, Publication::Later(why) if why.contains("when it is created")),
+        "{publication:?}"
+    );
+
+    // Shut off: at its next boot.
+    let stopped = TestHeadnode::new(&s, 3102, false);
+    let (replaced, publication) = s.profile_add(vlan, &source, &mut |_, _| {}).unwrap();
+    assert!(replaced);
+    assert!(
+        matches!(&publication, Publication::Later(why) if why.contains("at its next boot")),
+        "{publication:?}"
+    );
+    drop(stopped);
+
+    // Running, its agent silent: the copy is in place, and the error says so.
+    let _running = TestHeadnode::new(&s, 3102, true);
+    let err = s.profile_add(vlan, &source, &mut |_, _| {}).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("the config dir has the change") && msg.contains("does not answer"),
+        "{msg}"
+    );
+    assert!(installed.exists());
+    let rows = s.profile_list(vlan).unwrap();
+    assert_eq!(
+        (rows.len(), rows[0].name.as_str(), rows[0].files),
+        (1, "deb", 2)
+    );
+    assert!(s.profile_vlans().unwrap().contains(&vlan));
+    // Remove: gone from the config dir, and the same error about publishing.
+    assert!(s.profile_remove(vlan, "deb").is_err());
+    assert!(!installed.exists());
+    let err = s.profile_remove(vlan, "deb").unwrap_err();
+    assert_eq!(kind_of(&err), Kind::NotFound, "{err:#}");
 }
 
 #[test]

@@ -51,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Status { vlan, json }) => status(g, config, out, vlan, *json),
         Some(Command::Check { vlans }) => check(g, &config, vlans.as_deref()),
         Some(Command::KvmProbe) => unreachable!("handled above"),
+        Some(Command::Profile { action }) => operate::profile(g, config, out, action),
         Some(Command::Install(args)) => operate::install(g, config, out, args),
         Some(Command::Nodes(args)) => operate::nodes(g, config, out, args),
     }

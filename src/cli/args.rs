@@ -3,7 +3,7 @@ The command line: clap definitions, and turning flags into settings layered over
 file.
 */
 
-use crate::cli::node_args::{InstallArgs, NodesArgs};
+use crate::cli::node_args::{InstallArgs, NodesArgs, ProfileCommand};
 use crate::host::hypervisor::DEFAULT_URI;
 use crate::host::kvm_probe::PROBE_ARG;
 use crate::model::config::{Attachment, Config, VirtTypeChoice};
@@ -88,6 +88,12 @@ pub enum Command {
     /// Internal: run the KVM probe (used by virt-type auto).
     #[command(name = PROBE_ARG, hide = true)]
     KvmProbe,
+    /// Install profiles in config dirs: add (validate, copy, publish), list, remove.
+    Profile {
+        /// What to do with profiles.
+        #[command(subcommand)]
+        action: ProfileCommand,
+    },
     /// Arm machines for an install profile and power-cycle them, through the headnode.
     Install(InstallArgs),
     /// The machines of a VLAN as its headnode sees them: boot target, lease, fetches, power.
@@ -404,6 +410,14 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::Nodes(ref a)) if a.events.as_ref().is_some_and(|m| m.len() == 17))
         );
+        let cli =
+            Cli::try_parse_from(["mkheadnode", "profile", "add", "7,9", "deb", "/tmp/d"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Profile {
+                action: ProfileCommand::Add { .. }
+            })
+        ));
     }
 
     #[test]

@@ -1,9 +1,41 @@
 /*!
-The flags of the commands that operate the nodes from the hypervisor: `install` and `nodes`
-(see `cli::operate`).
+The flags of the commands that operate the nodes from the hypervisor: `profile`, `install` and
+`nodes` (see `cli::operate`).
 */
 
-use clap::Args;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// `profile add|list|remove`.
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Validate an install profile, copy it into each VLAN's config dir (replacing one of its
+    /// name atomically) and publish it in each running headnode.
+    Add {
+        /// VLANs, e.g. `42`, `100-110`, `7,9,12`.
+        vlans: String,
+        /// The profile's name: letters, digits, `.`, `_`, `-`.
+        name: String,
+        /// The profile: `pxelinux.cfg` and/or `grub.cfg`, the kernels and initrds they load,
+        /// answer files.
+        dir: PathBuf,
+    },
+    /// List the profiles in config dirs (default: of every VLAN that has one or a headnode).
+    List {
+        /// VLANs, e.g. `42`, `100-110`, `7,9,12`.
+        vlans: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a profile from each VLAN's config dir and unpublish it.
+    Remove {
+        /// VLANs, e.g. `42`, `100-110`, `7,9,12`.
+        vlans: String,
+        /// The profile's name.
+        name: String,
+    },
+}
 
 /// `install VLAN --profile NAME (--all | MAC...)`.
 #[derive(Debug, Clone, Args)]

@@ -14,6 +14,7 @@ pub mod create;
 pub mod guest;
 pub mod install;
 pub mod nodes;
+pub mod profile;
 pub mod report;
 pub mod session;
 pub mod status;
