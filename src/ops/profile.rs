@@ -130,10 +130,7 @@ impl Session {
         if !profile_store::remove(&profiles, name)? {
             return Err(failure(
                 Kind::NotFound,
-                format!(
-                    "VLAN {vlan} has no profile {name} (in {})",
-                    profiles.display()
-                ),
+                format!("no profile {name} in {}", profiles.display()),
             ));
         }
         self.publish(vlan, found)
@@ -179,10 +176,9 @@ impl Session {
     /// Publish the share's profiles in the headnode, if it runs.
     fn publish(&self, vlan: Vlan, found: Option<Found>) -> anyhow::Result<Publication> {
         let Some(found) = found else {
-            return Ok(Publication::Later(format!(
-                "there is no headnode for VLAN {vlan} yet: it publishes its profiles when it is \
-                 created"
-            )));
+            return Ok(Publication::Later(
+                "no headnode yet: it publishes its profiles when it is created".into(),
+            ));
         };
         let Some(agent) = found.agent else {
             return Ok(Publication::Later(format!(
