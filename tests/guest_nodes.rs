@@ -246,6 +246,16 @@ fn lay_out_logs(bed: &Bed) {
         ),
         access(32, "192.168.10.66", "\\x16\\x03\\x01", 400),
         access(33, "192.168.10.100", "GET /a\\x22b\\x1B[31m HTTP/1.1", 404),
+        // The installer calls back twice: the second finds nothing armed.
+        access(
+            34,
+            "192.168.10.100",
+            &format!(
+                "GET /boot-default/?mac={} HTTP/1.1",
+                NODE_A.replace(':', "-")
+            ),
+            404,
+        ),
         "garbage line\n".to_string(),
     ]
     .concat();
@@ -305,9 +315,9 @@ fn the_nodes_tool_reports_each_machine_from_crafted_logs() {
     let call = a.boot_default.as_ref().unwrap();
     assert_eq!(
         (call.status, call.from.as_deref(), call.time),
-        (Some(200), Some("192.168.10.100"), (T0 + 30) as f64)
+        (Some(404), Some("192.168.10.100"), (T0 + 34) as f64)
     );
-    assert_eq!(a.state.as_deref(), Some("installed"));
+    assert_eq!(a.state.as_deref(), Some("installed"), "a call disarmed it");
     assert_eq!(a.boot_summary(), "local");
 
     // B: UEFI, its lease in epoch form with the vendor class, its request attributed by its ACK.

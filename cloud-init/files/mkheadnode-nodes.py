@@ -447,14 +447,14 @@ def boot_target(root, mac):
 
 def node_state(boot, mine):
     """armed (links, nothing fetched since), installing (fetched since armed), installed (no
-    links; its last /boot-default/ call succeeded), or local."""
+    links, and a /boot-default/ call of its disarmed it), or local."""
     links = [b for b in boot.values() if b]
     if links:
         armed_at = min(b["since"] for b in links)
         fetched = any(e["kind"] in ("tftp", "http") and e["time"] >= armed_at for e in mine)
         return "installing" if fetched else "armed"
     calls = [e for e in mine if e["kind"] == "callback"]
-    return "installed" if calls and calls[-1]["status"] == 200 else "local"
+    return "installed" if any(c["status"] == 200 for c in calls) else "local"
 
 
 def node_report(machine, root, lease, events):
