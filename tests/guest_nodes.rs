@@ -1,16 +1,20 @@
 //! The guest side of `nodes`, `install` and `profile`, run for real on this machine as the
 //! headnode runs them: `mkheadnode-nodes` on a temp TFTP root with crafted (and hostile) lease,
 //! journal and access-log files; the link tool's `--power-status` against a Redfish stand-in on
-//! loopback; and the publish script dropping profiles that left the share. The tools are
+//! loopback; the publish script dropping profiles that left the share; and the guest agent's
+//! protocol as mkheadnode speaks it, against a real qemu-ga on a local socket. The tools are
 //! rendered from `render::seed`, exactly as the seed carries them.
 
 use crate::support::{free_port, run, wait_until};
+use mkheadnode::model::agent;
 use mkheadnode::model::config::Config;
 use mkheadnode::model::nodes::{self, Report};
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
 use mkheadnode::render::seed;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -610,4 +614,105 @@ fn publishing_drops_profiles_that_left_the_share_and_nothing_else() {
 fn tftpd_logs_its_requests() {
     assert!(guest_file("tftpd_hpa").contains("TFTP_OPTIONS=\"--secure --verbose\""));
     assert!(guest_file("nodes_tool").starts_with("#!/usr/bin/python3\n"));
+}
+
+/// qemu-ga itself, listening on a socket in a temp dir instead of a virtio port; killed on drop.
+struct Qga {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Qga {
+    fn start() -> Qga {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sock");
+        let child = Command::new("qemu-ga")
+            .args(["-m", "unix-listen", "-p"])
+            .arg(&sock)
+            .arg("-t")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-ga (package qemu-guest-agent; scripts/setup-host.sh installs it)");
+        assert!(
+            wait_until(Duration::from_secs(10), || sock.exists()),
+            "qemu-ga did not listen"
+        );
+        Qga { child, dir }
+    }
+
+    /// Send one request, read its one-line reply.
+    fn call(&self, conn: &mut (UnixStream, BufReader<UnixStream>), request: &str) -> String {
+        writeln!(conn.0, "{request}").unwrap();
+        let mut reply = String::new();
+        conn.1.read_line(&mut reply).unwrap();
+        reply
+    }
+
+    fn connect(&self) -> (UnixStream, BufReader<UnixStream>) {
+        let stream = UnixStream::connect(self.dir.path().join("sock")).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        (stream, reader)
+    }
+}
+
+impl Drop for Qga {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_agent_protocol_against_a_real_qemu_ga() {
+    let qga = Qga::start();
+    let mut conn = qga.connect();
+    assert_eq!(
+        qga.call(&mut conn, &agent::ping_request()).trim(),
+        r#"{"return": {}}"#
+    );
+    // Arguments are argv entries: nothing a shell would read is read.
+    let args = vec![
+        "a b; $(touch /tmp/mkh-owned)".to_string(),
+        "`x`".to_string(),
+    ];
+    let reply = qga.call(&mut conn, &agent::exec_request("/bin/echo", &args));
+    let pid = agent::parse_exec_reply(&reply).unwrap();
+    let mut status = agent::ExecStatus::default();
+    let done = wait_until(Duration::from_secs(10), || {
+        status =
+            agent::parse_status_reply(&qga.call(&mut conn, &agent::status_request(pid))).unwrap();
+        status.exited
+    });
+    assert!(done, "echo did not end");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "a b; $(touch /tmp/mkh-owned) `x`\n"
+    );
+    assert!(!Path::new("/tmp/mkh-owned").exists());
+    // A program that is not there: the agent's own error, which `install` and `nodes` turn into
+    // advice to rebuild an older headnode.
+    let reply = qga.call(
+        &mut conn,
+        &agent::exec_request("/nonexistent/mkheadnode-nodes", &[]),
+    );
+    let err = agent::parse_exec_reply(&reply).unwrap_err();
+    assert!(format!("{err:#}").contains("No such file"), "{err:#}");
+    // Output that is not UTF-8 comes back whole.
+    let reply = qga.call(
+        &mut conn,
+        &agent::exec_request("/usr/bin/printf", &["\\377\\n".into()]),
+    );
+    let pid = agent::parse_exec_reply(&reply).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        status =
+            agent::parse_status_reply(&qga.call(&mut conn, &agent::status_request(pid))).unwrap();
+        status.exited
+    }));
+    assert_eq!(status.stdout, b"\xff\n");
 }
