@@ -29,7 +29,15 @@ echo
 echo "headnode-$VLAN is up. From here:"
 hint() { printf '  %-40s # %s\n' "$1" "$2"; }
 hint "virsh console headnode-$VLAN" "serial console (Ctrl-] leaves)"
-hint "ssh debian@${ip:-<its public address>}" "public side, default user (add a key: --ssh-key or ssh_authorized_keys)"
+# ssh logs in with a key only: offer it only where one is configured (the seed carries them).
+keys=$("$BIN" --dry-run --virt-type qemu "$VLAN" --base-image "$IMAGE" --public-network mkheadnode-public 2>/dev/null |
+  sed -n 's/^ssh_authorized_keys: //p' | head -1) || keys=
+if [ -n "$keys" ] && [ "$keys" != "[]" ]; then
+  hint "ssh debian@${ip:-<its public address>}" "public side, default user, with the configured key"
+else
+  echo "  (no ssh key is configured, so ssh cannot log in: add one with --ssh-key KEY or"
+  echo "   ssh_authorized_keys in /etc/mkheadnode/config.toml and \`$BIN rebuild $VLAN\`; until then, virsh console)"
+fi
 hint "$BIN status $VLAN" "what libvirt and the tool know of it"
 echo "Its config share is /var/lib/headnode-config/$VLAN (machines.txt, profiles/, bmc.conf)."
 echo "Remove it with: $BIN teardown $VLAN --purge"

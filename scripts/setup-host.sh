@@ -28,6 +28,8 @@ PACKAGES=(
   openvswitch-switch
   # benchmarks: the alternative operators use today
   virtinst
+  # the guest agent's protocol, spoken to a real qemu-ga on a local socket
+  qemu-guest-agent
 )
 
 if [ "$(id -u)" -ne 0 ]; then

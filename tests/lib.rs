@@ -1,14 +1,16 @@
 //! mkheadnode's integration tests: one binary, a module per area.
 //!
-//! A plain `cargo test` runs the pure ones: `cli` (the built binary, no hypervisor needed) and
+//! A plain `cargo test` runs the pure ones: `cli` and `node_cli` (the built binary, no hypervisor needed) and
 //! `layers` (the source's imports). The `host-tests` feature, which `make unit` and `make smoke`
 //! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
 //! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_firewall` (the
 //! seed's and the base image's rules in force in network namespaces), `guest_leases` (the
 //! boot-default CGI's lease check, with a real dhcpd and hypothesis), `guest_web_user` (what
-//! www-data may do: sudo, mkheadnode-disarm), `uefi` (dhcpd per client
+//! www-data may do: sudo, mkheadnode-disarm), `guest_nodes` (the guest's nodes tool on crafted
+//! leases and logs), `node_agent` (the guest agent path on `test:///default`), `uefi` (dhcpd per client
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
-//! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
+//! and `qemu:///system`), `guest_nodes` (the nodes tool, `--power-status` and publishing on temp
+//! dirs), `test_driver` and `node_agent` (libvirt's in-memory `test:///default`), `system` (the
 //! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
 //!
 //! `package` checks the example config file that the Debian package ships (pure) and, with
@@ -31,8 +33,14 @@ mod guest_firewall;
 #[cfg(feature = "host-tests")]
 mod guest_leases;
 #[cfg(feature = "host-tests")]
+mod guest_nodes;
+#[cfg(feature = "host-tests")]
 mod guest_web_user;
 mod layers;
+#[cfg(feature = "host-tests")]
+mod node_agent;
+mod node_cli;
+#[cfg(feature = "host-tests")]
 mod package;
 #[allow(
     clippy::absolute_paths,

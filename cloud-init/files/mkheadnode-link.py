@@ -516,7 +516,74 @@ def install(a, creds, mac, bmc):
     return "; ".join(done)
 
 
+def power_state(bmc, s, timeout):
+    """The machine's power state as its BMC reports it (`on`, `off`, or the BMC's own word),
+    read through the same driver and settings as a power cycle; nothing is changed."""
+    driver = s["driver"]
+    if driver == "ipmi":
+        cmd = ["ipmitool", "-I", "lanplus", "-H", bmc, "-p", str(s.get("port", "623")), "-U",
+               s.get("username", ""), "-E", "-N", "1", "-R", "2", "chassis", "power", "status"]
+        env = dict(os.environ, IPMI_PASSWORD=s.get("password", ""))
+        try:
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Fail(f"ipmi chassis power status: no answer within {timeout} s")
+        words = r.stdout.lower().split()
+        if r.returncode != 0 or not words:
+            raise Fail(f"ipmi chassis power status: {(r.stderr or r.stdout).strip()[-200:] or 'failed'}")
+        return words[-1]
+    if driver == "redfish":
+        members = call_json(bmc, s, timeout, "/redfish/v1/Systems").get("Members")
+        first = members[0] if isinstance(members, list) and members else None
+        system = first.get("@odata.id") if isinstance(first, dict) else None
+        if not isinstance(system, str) or not BMC_PATH.match(system):
+            raise Fail(f"redfish: the BMC lists no system (Members: {str(members)[:80]})")
+        state = call_json(bmc, s, timeout, system).get("PowerState")
+        return state.lower() if isinstance(state, str) and state.isalpha() else "unknown"
+    return f"unknown (the {driver} driver cannot read it)"
+
+
+def power_status(argv):
+    """`--power-status`: print each machine's power state, one line each; change nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+    ap = argparse.ArgumentParser(prog="mkheadnode-link --power-status",
+                                 description="print each machine's power state as its BMC reports it")
+    ap.add_argument("--power-status", action="store_true", required=True)
+    ap.add_argument("macs", nargs="*", metavar="MAC", help="only these machines")
+    ap.add_argument("--driver", choices=DRIVERS, default="ipmi")
+    ap.add_argument("--machines", default="/etc/moc/machines.txt")
+    ap.add_argument("--credentials", default="/etc/moc/bmc.conf")
+    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per BMC call")
+    a = ap.parse_args(argv)
+    try:
+        machines, errors = parse_machines(a.machines)
+    except OSError as e:
+        ap.error(f"cannot read {a.machines}: {e.strerror}")
+    wanted = {m.lower().replace("-", ":") for m in a.macs}
+    machines = [(mac, bmc) for mac, bmc in machines if not wanted or mac in wanted]
+    try:
+        creds = load_credentials(a.credentials) if os.path.exists(a.credentials) else {}
+    except SetUp as e:
+        ap.error(str(e))
+
+    def one(machine):
+        mac, bmc = machine
+        try:
+            return f"ok     {mac} ({bmc}): power {power_state(bmc, settings_for(creds, bmc, a.driver), a.timeout)}"
+        except (Fail, OSError, ValueError, KeyError) as e:
+            return f"FAILED {mac} ({bmc}): {e}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        lines = list(pool.map(one, machines))
+    for line in [f"FAILED {e}" for e in errors] + lines:
+        print(line)
+    return 1 if errors or any(line.startswith("FAILED") for line in lines) else 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--power-status" in argv:
+        return power_status(argv)
     ap = argparse.ArgumentParser(prog="mkheadnode-link", description=__doc__.split("\n\n")[0])
     ap.add_argument("macs", nargs="*", metavar="MAC", help="only these machines (default: all in the machines file)")
     ap.add_argument("-p", "--profile", required=True, help="install profile: a directory under the TFTP root")

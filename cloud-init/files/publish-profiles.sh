@@ -4,22 +4,35 @@
 # In *.cfg files, @HEADNODE@ becomes this headnode's VLAN-side address. A profile with a
 # grub.cfg also gets its UEFI chain, {{efi_dir}}/profiles/<name>/ (shim, GRUB and that
 # grub.cfg), which an armed node's {{uefi_dir}}/01-<mac> link points at.
+#
+# What it published is listed in a manifest under the TFTP root; a listed profile that is no
+# longer on the share is removed, with its chain. Nothing it did not publish is ever removed.
 set -eu
 src=${MKHEADNODE_PROFILES:-/etc/moc/profiles}
 dst=${MKHEADNODE_TFTP_ROOT:-{{tftp_root}}}
 chains=$dst/{{efi_dir}}/profiles
+manifest=$dst/.mkheadnode-published
 [ -d "$src" ] || { echo "mkheadnode: no profiles in $src"; exit 0; }
+
+# Why `$1` cannot name a profile, if it cannot.
+bad_name() {
+    case "$1" in
+        *[!A-Za-z0-9._-]* | .* | "")
+            echo "use letters, digits, '.', '_' and '-'" ;;
+        {{reserved_names}})
+            echo "the name of a boot file or directory" ;;
+    esac
+}
+
+listed=""
 for dir in "$src"/*/; do
     [ -d "$dir" ] || continue
     name=$(basename "$dir")
-    case "$name" in
-        *[!A-Za-z0-9._-]* | .*)
-            echo "mkheadnode: skipping profile '$name': use letters, digits, '.', '_' and '-'"
-            continue ;;
-        {{reserved_names}})
-            echo "mkheadnode: skipping profile '$name': the name of a boot file or directory"
-            continue ;;
-    esac
+    why=$(bad_name "$name")
+    if [ -n "$why" ]; then
+        echo "mkheadnode: skipping profile '$name': $why"
+        continue
+    fi
     if [ ! -f "$dir/pxelinux.cfg" ] && [ ! -f "$dir/grub.cfg" ]; then
         echo "mkheadnode: skipping profile '$name': it has neither pxelinux.cfg nor grub.cfg"
         continue
@@ -37,8 +50,26 @@ for dir in "$src"/*/; do
         ln -s ../../grubx64.efi "$chains/$name/grubx64.efi"
         ln -s "../../../$name/grub.cfg" "$chains/$name/grub.cfg"
     fi
+    listed="$listed $name"
     loaders=""
     [ -f "$dst/$name/pxelinux.cfg" ] && loaders="$loaders BIOS (pxelinux.cfg)"
     [ -f "$dst/$name/grub.cfg" ] && loaders="$loaders UEFI (grub.cfg)"
     echo "mkheadnode: published profile $name for$loaders"
 done
+
+# Profiles published before: those still on the share stay (published again above, or left as
+# they were if the share's copy was skipped); the others are removed.
+if [ -f "$manifest" ]; then
+    while IFS= read -r name; do
+        [ -z "$(bad_name "$name")" ] || continue
+        case " $listed " in *" $name "*) continue ;; esac
+        if [ -d "$src/$name" ]; then
+            listed="$listed $name"
+            continue
+        fi
+        rm -rf "$dst/$name" "$chains/$name"
+        echo "mkheadnode: removed profile $name (no longer on the share)"
+    done < "$manifest"
+fi
+for name in $listed; do echo "$name"; done > "$manifest.new"
+mv "$manifest.new" "$manifest"

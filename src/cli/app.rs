@@ -3,9 +3,11 @@ Running a parsed command line: load settings, connect, dispatch, and sum up bulk
 */
 
 use crate::cli::args::{Cli, Command, CreateArgs, GlobalArgs};
+use crate::cli::bulk::{each, on_this_machine};
 use crate::cli::docs;
-use crate::error::{failure, kind_of, Kind};
-use crate::host::hypervisor::{uri_is_local, Hypervisor};
+use crate::cli::operate;
+use crate::error::{failure, Kind};
+use crate::host::hypervisor::Hypervisor;
 use crate::host::kvm_probe;
 use crate::host::virt_type;
 use crate::model::config::Config;
@@ -18,7 +20,6 @@ use crate::ops::session::Session;
 use crate::ops::status::table;
 use crate::ops::{check, wait};
 use crate::render::{domain_xml, seed};
-use anyhow::Context as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -57,15 +58,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::KvmProbe | Command::Completions { .. } | Command::Man { .. }) => {
             unreachable!("handled above")
         }
+        Some(Command::Profile { action }) => operate::profile(g, config, out, action),
+        Some(Command::Install(args)) => operate::install(g, config, out, args),
+        Some(Command::Nodes(args)) => operate::nodes(g, config, out, args),
     }
 }
 
 /// How much to say, from `--quiet` and `--verbose`.
 fn reporter(g: &GlobalArgs) -> Reporter {
     Reporter {
-        verbosity: if g.quiet {
+        verbosity: if g.quiet > 0 {
             Verbosity::Quiet
-        } else if g.verbose {
+        } else if g.verbose > 0 {
             Verbosity::Verbose
         } else {
             Verbosity::Normal
@@ -158,23 +162,6 @@ fn check(g: &GlobalArgs, config: &Config, vlans: Option<&str>) -> anyhow::Result
     Ok(())
 }
 
-/// Refuse `what` over a URI naming another machine: it works on the hypervisor's own files (config
-/// dirs, the AppArmor abstraction, console logs), which libvirt gives no access to. Checked
-/// before connecting.
-fn on_this_machine(uri: &str, what: &str) -> anyhow::Result<()> {
-    if uri_is_local(uri) {
-        return Ok(());
-    }
-    Err(failure(
-        Kind::Usage,
-        format!(
-            "`{what}` works on the hypervisor's own files (config dirs, AppArmor, console logs), \
-             and {uri} is another machine: run mkheadnode there (`ssh <host> mkheadnode ...`). \
-             Over {uri}, list, status and teardown without --purge work"
-        ),
-    ))
-}
-
 /// `create` or `rebuild`: each VLAN's headnode, up to `--jobs` at a time; then, with `--wait`,
 /// wait for those that run.
 fn create(
@@ -265,10 +252,19 @@ fn wait_for(started: &[Plan], args: &CreateArgs, out: Reporter) -> anyhow::Resul
         out.verbosity > Verbosity::Quiet,
     )?;
     for plan in started {
-        out.summary(format!(
-            "{} is ready: ssh to {} from the VLAN, `virsh console {}` from here",
-            plan.domain_name, plan.addressing.private_address, plan.domain_name
-        ));
+        let name = &plan.domain_name;
+        // ssh logs in with a key only.
+        let reach = if plan.ssh_authorized_keys.is_empty() {
+            format!(
+                "`virsh console {name}` from here (no ssh key is configured: --ssh-key adds one)"
+            )
+        } else {
+            format!(
+                "ssh to {} from the VLAN, `virsh console {name}` from here",
+                plan.addressing.private_address
+            )
+        };
+        out.summary(format!("{name} is ready: {reach}"));
     }
     Ok(())
 }
@@ -299,63 +295,4 @@ fn dry_run(uri: &str, config: &Config, vlans: &[Vlan]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Run `f` for every VLAN, each independently and up to `jobs` at a time (libvirt connections
-/// are thread-safe); report each outcome and sum up. The error, if any, has the kind of the
-/// first failure in VLAN order.
-fn each(
-    vlans: &[Vlan],
-    out: Reporter,
-    jobs: usize,
-    f: impl Fn(Vlan) -> anyhow::Result<&'static str> + Sync,
-) -> anyhow::Result<()> {
-    if let [v] = vlans {
-        return f(*v).map(|_| ()).with_context(|| format!("VLAN {v}"));
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<anyhow::Result<&'static str>>>> =
-        vlans.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, vlans.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&v) = vlans.get(i) else { break };
-                let result = f(v);
-                if let Err(e) = &result {
-                    out.error(Some(v), e);
-                }
-                *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
-            });
-        }
-    });
-    let mut failed: Vec<(Vlan, Kind)> = Vec::new();
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for (&v, slot) in vlans.iter().zip(results) {
-        match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            Some(Ok(what)) => *counts.entry(what).or_default() += 1,
-            Some(Err(e)) => failed.push((v, kind_of(&e))),
-            None => unreachable!("every VLAN is taken by a worker"),
-        }
-    }
-    let mut parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    if !failed.is_empty() {
-        parts.push(format!("{} failed", failed.len()));
-    }
-    out.summary(format!("{} VLANs: {}", vlans.len(), parts.join(", ")));
-    match failed.first() {
-        None => Ok(()),
-        Some(&(_, kind)) => {
-            let list: Vec<String> = failed.iter().map(|(v, _)| v.to_string()).collect();
-            Err(failure(
-                kind,
-                format!(
-                    "{} of {} VLANs failed: {}",
-                    failed.len(),
-                    vlans.len(),
-                    list.join(", ")
-                ),
-            ))
-        }
-    }
 }

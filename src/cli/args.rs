@@ -3,6 +3,7 @@ The command line: clap definitions, and turning flags into settings layered over
 file.
 */
 
+use crate::cli::node_args::{InstallArgs, NodesArgs, ProfileCommand};
 use crate::host::hypervisor::DEFAULT_URI;
 use crate::host::kvm_probe::PROBE_ARG;
 use crate::model::config::{Attachment, Config, VirtTypeChoice};
@@ -102,6 +103,16 @@ pub enum Command {
         /// Where to write them (made if absent).
         dir: PathBuf,
     },
+    /// Install profiles in config dirs: add (validate, copy, publish), list, remove.
+    Profile {
+        /// What to do with profiles.
+        #[command(subcommand)]
+        action: ProfileCommand,
+    },
+    /// Arm machines for an install profile and power-cycle them, through the headnode.
+    Install(InstallArgs),
+    /// The machines of a VLAN as its headnode sees them: boot target, lease, fetches, power.
+    Nodes(NodesArgs),
 }
 
 /// The hidden subcommand that writes the man pages (`make deb` runs it).
@@ -155,12 +166,12 @@ pub struct GlobalArgs {
     /// How many VLANs to work on at once in bulk runs.
     #[arg(long, short = 'j', global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
-    /// Say more.
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
-    /// Say only errors and the summary.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
+    /// Say more (may be repeated).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Say only errors and the summary (may be repeated).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
     /// Base cloud image (qcow2 or raw).
     #[arg(long, global = true, value_name = "PATH")]
     pub base_image: Option<PathBuf>,
@@ -368,6 +379,63 @@ mod tests {
         let args = create.merged(&cli.create);
         assert!(args.wait);
         assert_eq!(args.timeout, Some(60));
+    }
+
+    #[test]
+    fn verbose_and_quiet_may_be_repeated() {
+        for args in [
+            &["mkheadnode", "-vv", "list"][..],
+            &["mkheadnode", "list", "-v", "-v"],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap().global.verbose,
+                2,
+                "{args:?}"
+            );
+        }
+        let cli = Cli::try_parse_from(["mkheadnode", "-q", "-q", "list"]).unwrap();
+        assert_eq!(cli.global.quiet, 2);
+        assert!(Cli::try_parse_from(["mkheadnode", "-v", "-q", "list"]).is_err());
+    }
+
+    #[test]
+    fn node_commands_parse() {
+        let cli =
+            Cli::try_parse_from(["mkheadnode", "install", "42", "-p", "deb", "--all"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Install(ref a)) if a.all && a.macs.is_empty()));
+        for bad in [
+            &["mkheadnode", "install", "42", "-p", "deb"][..],
+            &[
+                "mkheadnode",
+                "install",
+                "42",
+                "-p",
+                "deb",
+                "--all",
+                "aa:bb:cc:dd:ee:ff",
+            ],
+            &["mkheadnode", "install", "42", "--all"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["mkheadnode", "nodes", "42", "--events"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Nodes(ref a)) if a.events.as_deref() == Some(""))
+        );
+        let cli =
+            Cli::try_parse_from(["mkheadnode", "nodes", "42", "--events", "aa:bb:cc:dd:ee:ff"])
+                .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Nodes(ref a)) if a.events.as_ref().is_some_and(|m| m.len() == 17))
+        );
+        let cli =
+            Cli::try_parse_from(["mkheadnode", "profile", "add", "7,9", "deb", "/tmp/d"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Profile {
+                action: ProfileCommand::Add { .. }
+            })
+        ));
     }
 
     #[test]

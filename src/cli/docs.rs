@@ -94,12 +94,17 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        let mut expected: Vec<String> = Cli::command()
+        // A page per visible command, and one per visible subcommand of those (profile add ...).
+        let mut expected = vec!["mkheadnode.1".to_string()];
+        for c in Cli::command()
             .get_subcommands()
             .filter(|c| !c.is_hide_set())
-            .map(|c| format!("mkheadnode-{}.1", c.get_name()))
-            .chain(["mkheadnode.1".to_string()])
-            .collect();
+        {
+            expected.push(format!("mkheadnode-{}.1", c.get_name()));
+            for sub in c.get_subcommands().filter(|s| !s.is_hide_set()) {
+                expected.push(format!("mkheadnode-{}-{}.1", c.get_name(), sub.get_name()));
+            }
+        }
         expected.sort();
         assert_eq!(names, expected);
         for page in ["mkheadnode-create.1", "mkheadnode-completions.1"] {

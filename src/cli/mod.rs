@@ -5,4 +5,7 @@ and man pages made from them ([`docs`]).
 
 pub mod app;
 pub mod args;
+pub mod bulk;
 pub mod docs;
+pub mod node_args;
+pub mod operate;

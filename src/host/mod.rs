@@ -4,6 +4,7 @@ into, base images, files written atomically, AppArmor, the per-VLAN config dir a
 the KVM probes.
 */
 
+pub mod agent;
 pub mod apparmor;
 pub mod atomic_file;
 pub mod attachment;
@@ -11,4 +12,5 @@ pub mod hostprep;
 pub mod hypervisor;
 pub mod images;
 pub mod kvm_probe;
+pub mod profile_store;
 pub mod virt_type;

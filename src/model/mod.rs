@@ -4,9 +4,12 @@ plan of each headnode. Nothing here touches the host, so all of it is testable w
 */
 
 pub mod addresses;
+pub mod agent;
 pub mod config;
 pub mod console;
 pub mod mac;
 pub mod machines;
+pub mod nodes;
 pub mod plan;
+pub mod profile;
 pub mod vlan;

@@ -11,6 +11,10 @@ metadata is never touched.
 
 pub mod check;
 pub mod create;
+pub mod guest;
+pub mod install;
+pub mod nodes;
+pub mod profile;
 pub mod report;
 pub mod session;
 pub mod status;

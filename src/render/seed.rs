@@ -28,6 +28,7 @@ const BOOT_DEFAULT_CGI: &str = include_str!("../../cloud-init/files/boot-default
 const DISARM_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-disarm.py");
 const SUDOERS_DISARM: &str = include_str!("../../cloud-init/files/sudoers-disarm");
 const LINK_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-link.py");
+const NODES_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-nodes.py");
 const PUBLISH_PROFILES: &str = include_str!("../../cloud-init/files/publish-profiles.sh");
 const SETUP_SCRIPT: &str = include_str!("../../cloud-init/files/headnode-setup.sh");
 const RULES_V4: &str = include_str!("../../cloud-init/files/rules.v4");
@@ -75,6 +76,12 @@ pub const CGI_PATH: &str = "/usr/local/lib/mkheadnode/boot-default";
 /// The one program the web server's user may run as root (through sudo): it removes one MAC's
 /// install links.
 pub const DISARM_HELPER: &str = "/usr/local/sbin/mkheadnode-disarm";
+/// Where the guest installs the link tool (`mkheadnode install` runs it).
+pub const LINK_TOOL_PATH: &str = "/usr/local/sbin/mkheadnode-link";
+/// Where the guest installs the nodes tool (`mkheadnode nodes` runs it).
+pub const NODES_TOOL_PATH: &str = "/usr/local/sbin/mkheadnode-nodes";
+/// The guest's unit that publishes the share's profiles into the TFTP root.
+pub const PROFILES_UNIT: &str = "mkheadnode-profiles.service";
 
 /// The values of the nginx site, separate so tests can run it on loopback in a temp root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +168,11 @@ pub fn link_tool() -> anyhow::Result<String> {
     with_layout(LINK_TOOL, "files/mkheadnode-link.py")
 }
 
+/// The nodes tool (Python 3), as installed in the guest.
+pub fn nodes_tool() -> anyhow::Result<String> {
+    with_layout(NODES_TOOL, "files/mkheadnode-nodes.py")
+}
+
 /// The dhcpd expression for the client's MAC as `aa-bb-cc-dd-ee-ff`: `binary-to-ascii` drops
 /// leading zeros, so each byte is padded to two digits.
 fn dhcpd_mac_dashed() -> String {
@@ -211,6 +223,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("disarm_tool", disarm_tool()?),
         ("sudoers_disarm", sudoers_disarm()?),
         ("link_tool", link_tool()?),
+        ("nodes_tool", nodes_tool()?),
         (
             "publish_profiles",
             render_text(PUBLISH_PROFILES, "files/publish-profiles.sh", &addr)?,
