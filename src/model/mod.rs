@@ -9,4 +9,5 @@ pub mod console;
 pub mod mac;
 pub mod machines;
 pub mod plan;
+pub mod text;
 pub mod vlan;
