@@ -20,6 +20,8 @@ mod bmc;
 mod cli;
 #[cfg(feature = "host-tests")]
 mod guest;
+#[cfg(feature = "host-tests")]
+mod hardening;
 mod layers;
 #[allow(
     clippy::absolute_paths,

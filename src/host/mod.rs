@@ -11,4 +11,5 @@ pub mod hostprep;
 pub mod hypervisor;
 pub mod images;
 pub mod kvm_probe;
+pub mod nofollow;
 pub mod virt_type;

@@ -169,7 +169,11 @@ impl Session {
     fn allow_config_share(&self, vlan: Vlan) -> anyhow::Result<()> {
         let (out, v) = (self.out, Some(vlan));
         let config = &self.config;
-        match apparmor::ensure_rule(&config.apparmor_abstraction, &config.config_root)? {
+        match apparmor::ensure_rule(
+            &config.apparmor_abstraction,
+            &config.config_root,
+            &config.lock_dir,
+        )? {
             apparmor::Outcome::Added(p) => out.step(
                 v,
                 format!(
