@@ -123,9 +123,18 @@ fn status(
     if json {
         println!("{}", serde_json::to_string_pretty(&row)?);
     } else {
-        print!("{}", table(&[row]));
+        print!("{}", table(std::slice::from_ref(&row)));
     }
-    Ok(())
+    match row.problem {
+        None => Ok(()),
+        Some(problem) => Err(failure(
+            Kind::Refused,
+            format!(
+                "{} is not the headnode its name says ({problem}): mkheadnode will not touch it",
+                row.domain
+            ),
+        )),
+    }
 }
 
 /// `check`: the host's findings; fails if any finding does.

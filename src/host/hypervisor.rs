@@ -268,7 +268,10 @@ impl Hypervisor {
     pub fn headnodes(&self) -> anyhow::Result<Vec<(Domain, Metadata)>> {
         let mut out = Vec::new();
         for dom in self.conn.list_all_domains(0).context("listing domains")? {
-            if let Some(meta) = self.metadata(&dom)? {
+            let meta = self
+                .metadata(&dom)
+                .with_context(|| format!("domain {}", dom.name().unwrap_or_default()))?;
+            if let Some(meta) = meta {
                 out.push((dom, meta));
             }
         }

@@ -6,6 +6,7 @@ plan of each headnode. Nothing here touches the host, so all of it is testable w
 pub mod addresses;
 pub mod config;
 pub mod console;
+pub mod footprint;
 pub mod mac;
 pub mod machines;
 pub mod plan;

@@ -118,7 +118,7 @@ impl Session {
     /// that is only for a new one.
     fn create_locked(&self, vlan: Vlan, opts: &CreateOptions) -> anyhow::Result<Created> {
         let plan = self.plan(vlan);
-        let existing = owned_domain(&self.hv, vlan)?;
+        let existing = owned_domain(&self.hv, &self.config, vlan)?;
         self.make_config_dir(&plan, opts.machines.as_deref())?;
         self.allow_config_share(vlan)?;
         if let Some((dom, _)) = existing {

@@ -6,11 +6,12 @@ ready; [`report`] is what the operator sees meanwhile.
 Each operation works on one VLAN under that VLAN's lock; the bulk forms run up to `--jobs`
 VLANs at once, each independently, and sum up. A failed create undoes what it made (volumes,
 domain) and never touches the config dir's contents. A domain named like ours but without our
-metadata is never touched.
+metadata is never touched, nor one whose metadata is not its VLAN's ([`ownership`]).
 */
 
 pub mod check;
 pub mod create;
+pub mod ownership;
 pub mod report;
 pub mod session;
 pub mod status;
