@@ -1,8 +1,13 @@
 //! Issue 10 on the real `qemu:///system`: what a planted link, a copied domain or an
 //! interrupted run must not make mkheadnode do. VLANs 4020-4039, each test in a `Sandbox`.
 
-use crate::support::virsh;
+use crate::support::{run, virsh};
 use crate::system::Sandbox;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[test]
 fn links_planted_in_the_config_dir_or_the_lock_dir_redirect_nothing() {
@@ -151,4 +156,308 @@ fn a_copied_domain_deletes_nothing_of_the_headnode_it_was_copied_from() {
     let (code, _, err) = sb.mk(&["teardown", "4021", "--purge"]);
     assert_eq!(code, 0, "{err}");
     assert!(sb.volumes().is_empty() && !sb.config_dir(4021).exists());
+}
+
+/// The steps of a create, in order (see `ops::create`), after each of which a test can stop it.
+const CREATE_STEPS: [&str; 12] = [
+    "config-dir",
+    "apparmor",
+    "pool",
+    "overlay-record",
+    "overlay",
+    "seed-record",
+    "seed-volume",
+    "seed",
+    "domain-record",
+    "define",
+    "start",
+    "done",
+];
+
+/// A run of mkheadnode paused by the test hook after a step, its standard error collected.
+struct Paused {
+    child: Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Paused {
+    /// Start `sb`'s mkheadnode with `args` and wait until it says it paused after `step`.
+    fn start(sb: &Sandbox, args: &[&str], step: &str) -> Paused {
+        let mut child = sb
+            .cmd(args)
+            .env("MKHEADNODE_TEST_PAUSE_AFTER", step)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(pipe).lines() {
+                let line = line.unwrap_or_default();
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let marker = format!("test hook: paused after {step}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(&marker) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "{args:?} never paused after {step}:\n{}",
+                        stderr.join().unwrap()
+                    );
+                }
+            }
+        }
+        Paused { child, stderr }
+    }
+
+    /// kill -9 it there; its standard error.
+    fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.stderr.join().unwrap()
+    }
+
+    /// Send it `signal` (`TERM`, `INT`); its exit code and standard error.
+    fn signal(mut self, signal: &str) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        assert_eq!(run(Command::new("kill").args(["-s", signal, &pid])).0, 0);
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), self.stderr.join().unwrap())
+    }
+}
+
+/// The VLAN's state records and temporary files, if any are left.
+fn records(sb: &Sandbox, vlan: u16) -> Vec<String> {
+    match std::fs::read_dir(sb.path(&format!("state/vlan-{vlan}"))) {
+        Err(_) => Vec::new(),
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+    }
+}
+
+/// `vlan`'s volumes in the sandbox's pool.
+fn volumes_of(sb: &Sandbox, vlan: u16) -> Vec<String> {
+    let mut v: Vec<String> = sb
+        .volumes()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("headnode-{vlan}")))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Nothing of `vlan`'s headnode is left: no domain, no volume, no state record.
+fn assert_nothing_left(sb: &Sandbox, vlan: u16, when: &str) {
+    assert!(!sb.domain_exists(vlan), "{when}: the domain is left");
+    assert_eq!(
+        volumes_of(sb, vlan),
+        Vec::<String>::new(),
+        "{when}: volumes left"
+    );
+    assert_eq!(
+        records(sb, vlan),
+        Vec::<String>::new(),
+        "{when}: records left"
+    );
+}
+
+/// `vlan`'s headnode is complete and running, with no state record left.
+fn assert_complete(sb: &Sandbox, vlan: u16, when: &str) {
+    let name = format!("headnode-{vlan}");
+    assert_eq!(virsh(&["domstate", &name]).1.trim(), "running", "{when}");
+    assert_eq!(
+        volumes_of(sb, vlan),
+        vec![format!("{name}-seed.iso"), format!("{name}.qcow2")],
+        "{when}"
+    );
+    assert_eq!(
+        records(sb, vlan),
+        Vec::<String>::new(),
+        "{when}: records left"
+    );
+}
+
+/// kill -9 a create after `step`; then a plain create must complete (`create_next`) or a plain
+/// teardown remove everything, with no manual step.
+fn kill_create_at(sb: &Sandbox, vlan: u16, step: &str, create_next: bool) {
+    let v = vlan.to_string();
+    let when = format!("killed after {step}");
+    Paused::start(sb, &[&v], step).kill();
+    if create_next {
+        let (code, _, err) = sb.mk(&[&v]);
+        assert_eq!(code, 0, "{when}, then create: {err}");
+        assert_complete(sb, vlan, &when);
+    }
+    let (code, _, err) = sb.mk(&["teardown", &v]);
+    let nothing_made = CREATE_STEPS[..3].contains(&step) && !create_next;
+    assert_eq!(
+        code,
+        if nothing_made { 3 } else { 0 },
+        "{when}, then teardown: {err}"
+    );
+    assert_nothing_left(sb, vlan, &format!("{when}, then teardown"));
+}
+
+#[test]
+fn a_create_killed_after_any_step_is_finished_or_removed_by_the_next_plain_run() {
+    let sb = Sandbox::new("killed", &[4023, 4024]);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for step in CREATE_STEPS {
+                kill_create_at(&sb, 4023, step, true);
+            }
+        });
+        scope.spawn(|| {
+            for step in CREATE_STEPS {
+                kill_create_at(&sb, 4024, step, false);
+            }
+        });
+    });
+}
+
+#[test]
+fn sigterm_and_ctrl_c_roll_a_create_back() {
+    let sb = Sandbox::new("signals", &[4025]);
+    for (signal, name, step) in [
+        ("TERM", "SIGTERM", "overlay"),
+        ("INT", "SIGINT", "seed"),
+        ("TERM", "SIGTERM", "define"),
+        ("INT", "SIGINT", "start"),
+    ] {
+        let (code, err) = Paused::start(&sb, &["4025"], step).signal(signal);
+        assert_eq!(code, 1, "{signal} after {step}: {err}");
+        assert!(
+            err.contains(&format!("interrupted by {name}")) && err.contains("rolled back"),
+            "{signal} after {step}: {err}"
+        );
+        assert_nothing_left(&sb, 4025, &format!("{signal} after {step}"));
+    }
+    // The config dir and what the operator put in it stay, as after any failure.
+    assert!(sb.config_dir(4025).join("machines.txt").exists());
+}
+
+#[test]
+fn a_teardown_killed_half_way_is_finished_by_the_next_plain_run() {
+    let sb = Sandbox::new("killedtd", &[4026]);
+    for (i, step) in ["teardown-records", "undefine", "volume-deleted"]
+        .iter()
+        .enumerate()
+    {
+        let when = format!("teardown killed after {step}");
+        let (code, _, err) = sb.mk(&["4026", "--no-start"]);
+        assert_eq!(code, 0, "{err}");
+        Paused::start(&sb, &["teardown", "4026"], step).kill();
+        if i % 2 == 0 {
+            // Killed before the domain went, the headnode is still whole (and shut off, as it
+            // was made): the create leaves it so. After, the create makes it anew.
+            let (code, _, err) = sb.mk(&["4026"]);
+            assert_eq!(code, 0, "{when}, then create: {err}");
+            if *step == "teardown-records" {
+                assert!(err.contains("already exists (shut off)"), "{when}: {err}");
+                assert_eq!(volumes_of(&sb, 4026).len(), 2, "{when}");
+                assert_eq!(records(&sb, 4026), Vec::<String>::new(), "{when}");
+            } else {
+                assert_complete(&sb, 4026, &when);
+            }
+        }
+        let (code, _, err) = sb.mk(&["teardown", "4026"]);
+        assert_eq!(code, 0, "{when}, then teardown: {err}");
+        assert_nothing_left(&sb, 4026, &when);
+    }
+}
+
+#[test]
+fn creates_killed_at_random_moments_leave_nothing_a_plain_run_cannot_clear() {
+    let sb = Sandbox::new("random", &[4027]);
+    for round in 0..8u32 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let delay = Duration::from_millis(u64::from(nanos % 1200));
+        let mut child = sb.cmd(&["4027"]).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+        let when = format!("round {round}, killed after {delay:?}");
+        let (code, _, err) = sb.mk(&["4027"]);
+        assert_eq!(code, 0, "{when}, then create: {err}");
+        assert_complete(&sb, 4027, &when);
+        let (code, _, err) = sb.mk(&["teardown", "4027"]);
+        assert_eq!(code, 0, "{when}, then teardown: {err}");
+        assert_nothing_left(&sb, 4027, &when);
+    }
+}
+
+#[test]
+fn volumes_no_matching_record_names_are_left_alone() {
+    let sb = Sandbox::new("notours", &[4028]);
+    assert_eq!(sb.mk(&["4028", "--no-start"]).0, 0);
+    assert_eq!(sb.mk(&["teardown", "4028"]).0, 0);
+    // Somebody's volume with our name, and no record of ours: refused, and kept.
+    let pool = sb.pool();
+    let (code, _, err) = virsh(&["vol-create-as", &pool, "headnode-4028.qcow2", "1M"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = sb.mk(&["4028"]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("no state record"), "{err}");
+    let (code, _, err) = sb.mk(&["teardown", "4028"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        volumes_of(&sb, 4028),
+        vec!["headnode-4028.qcow2".to_string()]
+    );
+
+    // A record that names a volume elsewhere than the plan puts it (another pool): what it
+    // names is not ours to remove, whatever the record says.
+    let other = format!("mkt-other-{}", std::process::id());
+    let other_dir = sb.path("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let target = format!("--target={}", other_dir.display());
+    let (code, _, err) = virsh(&["pool-create-as", &other, "dir", &target]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = virsh(&["vol-create-as", &other, "headnode-4028.qcow2", "1M"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = sb.path("state/vlan-4028");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let record = serde_json::json!({
+        "kind": "volume",
+        "vlan": 4028,
+        "pool": other,
+        "volume": "headnode-4028.qcow2",
+        "path": other_dir.join("headnode-4028.qcow2"),
+    });
+    std::fs::write(
+        dir.join("volume-headnode-4028.qcow2.json"),
+        record.to_string(),
+    )
+    .unwrap();
+    for args in [&["4028"][..], &["teardown", "4028"]] {
+        let (code, _, err) = sb.mk(args);
+        assert!(code == 6 || code == 3, "{args:?}: {err}");
+        assert!(err.contains("left alone"), "{args:?}: {err}");
+    }
+    let (_, listed, _) = virsh(&["vol-list", &other]);
+    assert!(
+        listed.contains("headnode-4028.qcow2"),
+        "the other pool's volume was removed"
+    );
+    assert_eq!(
+        volumes_of(&sb, 4028),
+        vec!["headnode-4028.qcow2".to_string()]
+    );
+    virsh(&["pool-destroy", &other]);
 }

@@ -92,6 +92,7 @@ impl Sandbox {
         c.arg("--config-root").arg(self.path("cfg"));
         c.arg("--apparmor-abstraction").arg(self.aa());
         c.arg("--lock-dir").arg(self.path("lock"));
+        c.arg("--state-dir").arg(self.path("state"));
         c.arg("--log-dir").arg(&self.log_dir);
         match &self.bridges {
             Some((flag, vlan, public)) => c.args([flag, vlan.as_str(), "--public-bridge", public]),

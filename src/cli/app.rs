@@ -5,6 +5,7 @@ Running a parsed command line: load settings, connect, dispatch, and sum up bulk
 use crate::cli::args::{Cli, Command, CreateArgs, GlobalArgs};
 use crate::error::{failure, kind_of, Kind};
 use crate::host::hypervisor::{uri_is_local, Hypervisor};
+use crate::host::interrupt;
 use crate::host::kvm_probe;
 use crate::host::virt_type;
 use crate::model::config::Config;
@@ -91,6 +92,7 @@ fn teardown(
     if purge {
         on_this_machine(&g.connect, "teardown --purge")?;
     }
+    interrupt::install()?;
     let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
     each(&vlans, out, g.jobs.into(), |v| {
         session.teardown(v, purge).map(|()| "torn down")
@@ -197,6 +199,7 @@ fn create(
         &cli.global.connect,
         if rebuild { "rebuild" } else { "create" },
     )?;
+    interrupt::install()?;
     let session = Session::new(config, Hypervisor::connect(&cli.global.connect)?, out);
     let opts = CreateOptions {
         machines,

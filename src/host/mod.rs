@@ -10,6 +10,8 @@ pub mod attachment;
 pub mod hostprep;
 pub mod hypervisor;
 pub mod images;
+pub mod interrupt;
 pub mod kvm_probe;
 pub mod nofollow;
+pub mod records;
 pub mod virt_type;

@@ -98,6 +98,9 @@ pub struct Config {
     pub apparmor_abstraction: PathBuf,
     /// Where per-VLAN lock files live.
     pub lock_dir: PathBuf,
+    /// Where the state records live that make an interrupted run's leftovers provably ours
+    /// (persistent: they must outlive a power loss).
+    pub state_dir: PathBuf,
     /// Where each headnode's serial console is logged (on the hypervisor).
     pub log_dir: PathBuf,
     /// Memory per headnode in MiB.
@@ -129,6 +132,7 @@ impl Default for Config {
             config_root: PathBuf::from("/var/lib/headnode-config"),
             apparmor_abstraction: PathBuf::from("/etc/apparmor.d/abstractions/libvirt-qemu"),
             lock_dir: PathBuf::from("/run/mkheadnode"),
+            state_dir: PathBuf::from("/var/lib/mkheadnode/state"),
             log_dir: PathBuf::from("/var/log/libvirt/qemu"),
             memory_mib: 1024,
             vcpus: 2,
@@ -271,6 +275,7 @@ impl Config {
             ("config_root", &self.config_root),
             ("apparmor_abstraction", &self.apparmor_abstraction),
             ("lock_dir", &self.lock_dir),
+            ("state_dir", &self.state_dir),
             ("log_dir", &self.log_dir),
         ] {
             if !p.is_absolute() {
@@ -438,6 +443,7 @@ mod tests {
             ("memory_mib = 16", "memory_mib"),
             ("vcpus = 0", "vcpus"),
             ("base_image = \"relative.qcow2\"", "absolute"),
+            ("state_dir = \"state\"", "state_dir = `state` must be an absolute path"),
             ("[public_attachment]\nkind = \"ovs\"\nname = \"x\"", "ovs"),
             ("disk_gib = 0", "disk_gib = 0"),
             ("pool = \"a/b\"", "pool = `a/b`"),
@@ -487,6 +493,7 @@ mod tests {
             (r#"pool = "mk\u009bp""#, "pool = "),
             (r#"base_image = "/var/lib/b\u0001.qcow2""#, "base_image"),
             (r#"log_dir = "/var/log/\u0090""#, "log_dir"),
+            (r#"state_dir = "/var/lib/s\u001f""#, "state_dir"),
         ] {
             let msg = format!("{:#}", parse(text).unwrap_err());
             assert!(msg.contains(needle), "{text}: {msg}");

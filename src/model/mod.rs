@@ -7,6 +7,7 @@ pub mod addresses;
 pub mod config;
 pub mod console;
 pub mod footprint;
+pub mod intent;
 pub mod mac;
 pub mod machines;
 pub mod plan;

@@ -10,10 +10,13 @@ metadata is never touched, nor one whose metadata is not its VLAN's ([`ownership
 */
 
 pub mod check;
+pub mod checkpoint;
 pub mod create;
+pub mod leftovers;
 pub mod ownership;
 pub mod report;
 pub mod session;
 pub mod status;
 pub mod teardown;
+pub mod undo;
 pub mod wait;

@@ -5,7 +5,7 @@ domain with our metadata that is not the headnode its name says (see
 */
 
 use crate::error::{failure, Kind};
-use crate::host::hypervisor::{state_word, Hypervisor};
+use crate::host::hypervisor::{domain_gone, state_word, Hypervisor};
 use crate::model::config::Config;
 use crate::model::footprint::{vlan_of_domain_name, Footprint};
 use crate::model::vlan::Vlan;
@@ -17,12 +17,17 @@ use virt::domain::Domain;
 
 impl Session {
     /// Status of every domain that carries our metadata, each checked against its name's VLAN.
+    /// One removed meanwhile by another process is left out.
     pub fn list(&self) -> anyhow::Result<Vec<Status>> {
-        self.hv
-            .headnodes()?
-            .iter()
-            .map(|(d, m)| status_of(&self.hv, &self.config, d, m))
-            .collect()
+        let mut out = Vec::new();
+        for (d, m) in self.hv.headnodes()? {
+            match status_of(&self.hv, &self.config, &d, &m) {
+                Ok(status) => out.push(status),
+                Err(e) if domain_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Status of the headnode of `vlan`; [`Status::problem`] says if it is not that VLAN's.
