@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mkheadnode/config.toml";
 
+/// The largest overlay disk, in GiB: its size in bytes must fit in 64 bits with room to spare.
+pub const MAX_DISK_GIB: u64 = 1 << 16;
+
 /// How a headnode's NIC reaches a network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -215,6 +218,12 @@ impl Config {
         if self.disk_gib == 0 {
             return Err(bad(format!(
                 "disk_gib = {} is too small: use at least 1",
+                self.disk_gib
+            )));
+        }
+        if self.disk_gib > MAX_DISK_GIB {
+            return Err(bad(format!(
+                "disk_gib = {} is too large: use at most {MAX_DISK_GIB} (64 TiB)",
                 self.disk_gib
             )));
         }
@@ -446,6 +455,7 @@ mod tests {
             ("state_dir = \"state\"", "state_dir = `state` must be an absolute path"),
             ("[public_attachment]\nkind = \"ovs\"\nname = \"x\"", "ovs"),
             ("disk_gib = 0", "disk_gib = 0"),
+            ("disk_gib = 17179869184", "disk_gib = 17179869184 is too large"),
             ("pool = \"a/b\"", "pool = `a/b`"),
             ("[vlan_attachment]\nkind = \"bridge\"\nname = \"\"", "vlan_attachment.name"),
             ("[addressing]\nprivate_prefix = 31", "addressing.private_prefix = 31"),
