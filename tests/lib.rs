@@ -1,12 +1,14 @@
 //! mkheadnode's integration tests: one binary, a module per area.
 //!
-//! A plain `cargo test` runs the pure ones: `cli` (the built binary, no hypervisor needed) and
-//! `layers` (the source's imports). The `host-tests` feature, which `make unit` and `make smoke`
-//! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
+//! A plain `cargo test` runs the pure ones: `cli` (the built binary, no hypervisor needed),
+//! `layers` (the source's imports) and `fuzz_regressions` (the fuzz targets' kept inputs). The
+//! `host-tests` feature, which `make unit` and `make smoke` turn on, adds those that need the
+//! host: `validate` (the validators `virt-xml-validate`,
 //! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `uefi` (dhcpd per client
 //! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
 //! and `qemu:///system`), `test_driver` (libvirt's in-memory `test:///default`), `system` (the
-//! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
+//! real `qemu:///system`, libvirtd running, root), `hardening` (links, copied domains and
+//! interrupted runs there) and `smoke` (ignored unless `make smoke`).
 
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +20,7 @@
 #[cfg(feature = "host-tests")]
 mod bmc;
 mod cli;
+mod fuzz_regressions;
 #[cfg(feature = "host-tests")]
 mod guest;
 #[cfg(feature = "host-tests")]
