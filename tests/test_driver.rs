@@ -76,12 +76,23 @@ fn pool_and_overlay_volume() {
             .unwrap();
     hv.create_volume(&pool, &p.disk_volume, &xml).unwrap();
     assert!(hv.find_volume(&pool, &p.disk_volume).unwrap().is_some());
-    assert!(hv.delete_volume(&p.pool, &p.disk_volume).unwrap());
+    // A volume is deleted only where the plan puts it.
+    let err = hv
+        .delete_volume_at(&p.pool, &p.disk_volume, Path::new("/elsewhere/x.qcow2"))
+        .unwrap_err();
+    assert_eq!(kind_of(&err), Kind::Refused, "{err:#}");
+    assert!(hv.find_volume(&pool, &p.disk_volume).unwrap().is_some());
+    assert!(hv
+        .delete_volume_at(&p.pool, &p.disk_volume, &p.disk_path())
+        .unwrap());
     assert!(
-        !hv.delete_volume(&p.pool, &p.disk_volume).unwrap(),
+        !hv.delete_volume_at(&p.pool, &p.disk_volume, &p.disk_path())
+            .unwrap(),
         "second delete finds nothing"
     );
-    assert!(!hv.delete_volume("no-such-pool", &p.disk_volume).unwrap());
+    assert!(!hv
+        .delete_volume_at("no-such-pool", &p.disk_volume, &p.disk_path())
+        .unwrap());
 }
 
 #[test]

@@ -232,23 +232,6 @@ impl Hypervisor {
             .with_context(|| format!("writing {path}"))
     }
 
-    /// Delete the named volume from the named pool; a missing pool or volume is not an error.
-    /// Returns whether something was deleted.
-    pub fn delete_volume(&self, pool: &str, name: &str) -> anyhow::Result<bool> {
-        let Some(pool) = self.find_pool(pool)? else {
-            return Ok(false);
-        };
-        pool.refresh(0).ok();
-        match self.find_volume(&pool, name)? {
-            Some(v) => {
-                v.delete(0)
-                    .with_context(|| format!("deleting volume {name}"))?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
     /// Delete the named volume from the named pool only if its path is `path`; a missing pool or
     /// volume is not an error, a volume elsewhere is refused. Returns whether one was deleted.
     pub fn delete_volume_at(&self, pool: &str, name: &str, path: &Path) -> anyhow::Result<bool> {
