@@ -183,12 +183,18 @@ struct Paused {
 impl Paused {
     /// Start `sb`'s mkheadnode with `args` and wait until it says it paused after `step`.
     fn start(sb: &Sandbox, args: &[&str], step: &str) -> Paused {
-        let mut child = sb
-            .cmd(args)
-            .env("MKHEADNODE_TEST_PAUSE_AFTER", step)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = sb.cmd(args);
+        cmd.env("MKHEADNODE_TEST_PAUSE_AFTER", step);
+        Paused::until(cmd, &format!("test hook: paused after {step}"))
+    }
+
+    /// Start `cmd` and wait until a line of its standard error contains `marker`.
+    fn until(mut cmd: Command, marker: &str) -> Paused {
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         let stderr = std::thread::spawn(move || {
@@ -201,18 +207,17 @@ impl Paused {
             }
             all
         });
-        let marker = format!("test hook: paused after {step}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(line) if line.contains(&marker) => break,
+                Ok(line) if line.contains(marker) => break,
                 Ok(_) => {}
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     panic!(
-                        "{args:?} never paused after {step}:\n{}",
+                        "{args:?} never said {marker:?}:\n{}",
                         stderr.join().unwrap()
                     );
                 }
@@ -346,6 +351,20 @@ fn sigterm_and_ctrl_c_roll_a_create_back() {
     }
     // The config dir and what the operator put in it stay, as after any failure.
     assert!(sb.config_dir(4025).join("machines.txt").exists());
+}
+
+#[test]
+fn ctrl_c_stops_a_wait_and_leaves_the_headnode() {
+    let sb = Sandbox::new("waitint", &[4029]);
+    // The base image is empty: the guest never gets ready, so only the signal ends the wait.
+    let cmd = sb.cmd(&["4029", "--wait", "--timeout", "120"]);
+    let (code, err) = Paused::until(cmd, "started headnode-4029").signal("INT");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("interrupted by SIGINT (Ctrl-C) while waiting"),
+        "{err}"
+    );
+    assert_complete(&sb, 4029, "after the wait was interrupted");
 }
 
 #[test]
