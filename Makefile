@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := target/release/mkheadnode
 IMAGE_DIR ?= /var/lib/mkheadnode/base
 
-.PHONY: setup build deb image lint unit smoke test run bench
+.PHONY: setup build deb image lint unit smoke test run bench fuzz fuzz-brief fuzz-setup fuzz-run
 
 setup:
 	bash scripts/setup-host.sh
@@ -48,7 +48,38 @@ smoke: setup image
 	MKHEADNODE_IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 \
 	  $(CARGO) test --locked --features host-tests --test integration smoke -- --ignored --nocapture
 
-test: lint unit smoke
+test: lint unit fuzz-brief smoke
+
+# Fuzzing (cargo fuzz, libFuzzer) of the VLAN list parser, machines.txt, the config loader and
+# the template renderer; the crate is fuzz/, outside the main build. libFuzzer needs nightly's
+# -Z flags: the nightly toolchain where there is one, else the stable one with RUSTC_BOOTSTRAP.
+# A crash stops the run with its input in fuzz/artifacts/<target>/: fix it, then move the input
+# into fuzz/regressions/<target>/, which every run (and `cargo test`) replays.
+FUZZ_TARGETS := vlan_list machines config template
+FUZZ_SECONDS ?= 120
+FUZZ_BRIEF_SECONDS ?= 8
+FUZZ_TOOLCHAIN := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo +nightly)
+CARGO_FUZZ = $(if $(FUZZ_TOOLCHAIN),,RUSTC_BOOTSTRAP=1) $(CARGO) $(FUZZ_TOOLCHAIN) fuzz
+
+fuzz-setup:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+
+# Each target for FUZZ_SECONDS (from its seeds and what earlier runs found), after the replay.
+fuzz: fuzz-setup
+	$(MAKE) --no-print-directory fuzz-run FUZZ_RUN_SECONDS=$(FUZZ_SECONDS)
+
+# Every regression input replayed, then each target for a few seconds: part of `make test`.
+fuzz-brief: fuzz-setup
+	$(MAKE) --no-print-directory fuzz-run FUZZ_RUN_SECONDS=$(FUZZ_BRIEF_SECONDS)
+
+fuzz-run:
+	$(CARGO_FUZZ) build
+	set -e; for t in $(FUZZ_TARGETS); do \
+	  $(CARGO_FUZZ) run $$t fuzz/regressions/$$t -- -runs=0; \
+	  mkdir -p fuzz/corpus/$$t; \
+	  $(CARGO_FUZZ) run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_RUN_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1; \
+	done
 
 # mkheadnode vs virt-install vs bare libvirt on this machine; writes BENCHMARKS.md.
 bench: setup image build

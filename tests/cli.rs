@@ -112,3 +112,32 @@ fn dry_run_prints_xml_and_seed_for_each_vlan() {
     }
     assert!(err.contains("qemu (TCG), as configured"), "{err}");
 }
+
+#[test]
+fn control_characters_in_seed_values_are_refused_naming_the_key() {
+    // One such character makes cloud-init reject the whole user-data: refused before anything.
+    let (code, out, err) = run(mkheadnode().args([
+        "--dry-run",
+        "--virt-type",
+        "qemu",
+        "42",
+        "--ssh-key",
+        "ssh-ed25519 AAAA\u{1b}[31m op@desk",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("ssh_authorized_keys[0]") && err.contains("U+001B"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "printed {out}");
+    let (code, _, err) = run(mkheadnode().args([
+        "--dry-run",
+        "--virt-type",
+        "qemu",
+        "42",
+        "--vlan-bridge",
+        "br\u{85}{vlan}",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("vlan_attachment.name"), "{err}");
+}

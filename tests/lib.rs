@@ -1,17 +1,18 @@
 //! mkheadnode's integration tests: one binary, a module per area.
 //!
-//! A plain `cargo test` runs the pure ones: `cli` and `node_cli` (the built binary, no hypervisor needed) and
-//! `layers` (the source's imports). The `host-tests` feature, which `make unit` and `make smoke`
-//! turn on, adds those that need the host: `validate` (the validators `virt-xml-validate`,
-//! `cloud-init`, `isoinfo`), `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_firewall` (the
-//! seed's and the base image's rules in force in network namespaces), `guest_leases` (the
-//! boot-default CGI's lease check, with a real dhcpd and hypothesis), `guest_web_user` (what
-//! www-data may do: sudo, mkheadnode-disarm), `guest_nodes` (the guest's nodes tool on crafted
-//! leases and logs), `node_agent` (the guest agent path on `test:///default`), `uefi` (dhcpd per client
-//! architecture, GRUB's config, both loaders armed and disarmed), `bmc` (BMC emulators
-//! and `qemu:///system`), `guest_nodes` (the nodes tool, `--power-status` and publishing on temp
-//! dirs), `test_driver` and `node_agent` (libvirt's in-memory `test:///default`), `system` (the
-//! real `qemu:///system`, libvirtd running, root) and `smoke` (ignored unless `make smoke`).
+//! A plain `cargo test` runs the pure ones: `cli` and `node_cli` (the built binary, no
+//! hypervisor needed), `layers` (the source's imports) and `fuzz_regressions` (the fuzz targets'
+//! kept inputs). The `host-tests` feature, which `make unit` and `make smoke` turn on, adds those
+//! that need the host: `validate` (the validators `virt-xml-validate`, `cloud-init`, `isoinfo`),
+//! `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_firewall` (the seed's and the base image's
+//! rules in force in network namespaces), `guest_leases` (the boot-default CGI's lease check,
+//! with a real dhcpd and hypothesis), `guest_web_user` (what www-data may do: sudo,
+//! mkheadnode-disarm), `guest_nodes` (the nodes tool, `--power-status` and publishing on temp
+//! dirs), `uefi` (dhcpd per client architecture, GRUB's config, both loaders armed and
+//! disarmed), `bmc` (BMC emulators and `qemu:///system`), `test_driver` and `node_agent`
+//! (libvirt's in-memory `test:///default`), `system` (the real `qemu:///system`, libvirtd
+//! running, root), `hardening` (links, copied domains and interrupted runs there) and `smoke`
+//! (ignored unless `make smoke`).
 //!
 //! `package` checks the example config file that the Debian package ships (pure) and, with
 //! `host-tests`, installs the package that `make deb` made into a fresh Debian 12 root.
@@ -26,6 +27,7 @@
 #[cfg(feature = "host-tests")]
 mod bmc;
 mod cli;
+mod fuzz_regressions;
 #[cfg(feature = "host-tests")]
 mod guest;
 #[cfg(feature = "host-tests")]
@@ -36,11 +38,12 @@ mod guest_leases;
 mod guest_nodes;
 #[cfg(feature = "host-tests")]
 mod guest_web_user;
+#[cfg(feature = "host-tests")]
+mod hardening;
 mod layers;
 #[cfg(feature = "host-tests")]
 mod node_agent;
 mod node_cli;
-#[cfg(feature = "host-tests")]
 mod package;
 #[allow(
     clippy::absolute_paths,

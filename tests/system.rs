@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 const URI: &str = SYSTEM_URI;
 
-struct Sandbox {
+/// A test's own corner of the host; the `hardening` tests use it too.
+pub struct Sandbox {
     dir: OpenDir,
     tag: String,
     vlans: Vec<u16>,
-    log_dir: PathBuf,
-    memory_mib: u64,
+    pub log_dir: PathBuf,
+    pub memory_mib: u64,
     /// `--vlan-network` pattern.
     vlan_network: String,
     /// Headnodes to remove on drop besides those of `vlans` (which also get networks).
@@ -26,7 +27,7 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn new(tag: &str, vlans: &[u16]) -> Sandbox {
+    pub fn new(tag: &str, vlans: &[u16]) -> Sandbox {
         let dir = OpenDir::new(tag);
         let log_dir = dir.path.join("log");
         let sb = Sandbox {
@@ -60,27 +61,27 @@ impl Sandbox {
         sb
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path.join(rel)
     }
-    fn base(&self) -> PathBuf {
+    pub fn base(&self) -> PathBuf {
         self.path("base.qcow2")
     }
-    fn aa(&self) -> PathBuf {
+    pub fn aa(&self) -> PathBuf {
         self.path("libvirt-qemu")
     }
-    fn pool(&self) -> String {
+    pub fn pool(&self) -> String {
         format!("mkt-{}", self.tag)
     }
-    fn public_net(&self) -> String {
+    pub fn public_net(&self) -> String {
         format!("mkt-p-{}", self.tag)
     }
-    fn config_dir(&self, vlan: u16) -> PathBuf {
+    pub fn config_dir(&self, vlan: u16) -> PathBuf {
         self.path(&format!("cfg/{vlan}"))
     }
 
     /// mkheadnode with this sandbox's settings after `args`.
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = mkheadnode();
         c.args(args)
             .args(["--connect", URI, "--virt-type", "qemu", "--vcpus", "1"]);
@@ -91,6 +92,7 @@ impl Sandbox {
         c.arg("--config-root").arg(self.path("cfg"));
         c.arg("--apparmor-abstraction").arg(self.aa());
         c.arg("--lock-dir").arg(self.path("lock"));
+        c.arg("--state-dir").arg(self.path("state"));
         c.arg("--log-dir").arg(&self.log_dir);
         match &self.bridges {
             Some((flag, vlan, public)) => c.args([flag, vlan.as_str(), "--public-bridge", public]),
@@ -104,11 +106,11 @@ impl Sandbox {
         c
     }
 
-    fn mk(&self, args: &[&str]) -> (i32, String, String) {
+    pub fn mk(&self, args: &[&str]) -> (i32, String, String) {
         run(&mut self.cmd(args))
     }
 
-    fn volumes(&self) -> Vec<String> {
+    pub fn volumes(&self) -> Vec<String> {
         let (_, out, _) = virsh(&["vol-list", &self.pool()]);
         out.lines()
             .skip(2)
@@ -118,7 +120,7 @@ impl Sandbox {
     }
 
     /// Define `headnode-<vlan>` by hand, without our metadata: somebody else's domain.
-    fn define_foreign(&self, vlan: u16) {
+    pub fn define_foreign(&self, vlan: u16) {
         let xml = self.path(&format!("foreign-{vlan}.xml"));
         std::fs::write(
             &xml,
@@ -131,7 +133,7 @@ impl Sandbox {
         assert_eq!(virsh(&["define", xml.to_str().unwrap()]).0, 0);
     }
 
-    fn domain_exists(&self, vlan: u16) -> bool {
+    pub fn domain_exists(&self, vlan: u16) -> bool {
         virsh(&["domstate", &format!("headnode-{vlan}")]).0 == 0
     }
 
@@ -170,7 +172,7 @@ fn status_json(sb: &Sandbox, vlan: u16) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-fn uuid(vlan: u16) -> String {
+pub fn uuid(vlan: u16) -> String {
     virsh(&["domuuid", &format!("headnode-{vlan}")])
         .1
         .trim()

@@ -12,13 +12,16 @@ use std::path::Path;
 
 const URI: &str = "test:///default";
 
-fn plan(vlan: u16) -> Plan {
-    let config = Config {
+fn config(vlan: u16) -> Config {
+    Config {
         pool: format!("tdpool{vlan}"),
         pool_dir: format!("/tdpool{vlan}").into(),
         ..Config::default()
-    };
-    Plan::new(&config, Vlan::new(vlan).unwrap(), VirtType::Qemu)
+    }
+}
+
+fn plan(vlan: u16) -> Plan {
+    Plan::new(&config(vlan), Vlan::new(vlan).unwrap(), VirtType::Qemu)
 }
 
 #[test]
@@ -29,7 +32,9 @@ fn define_read_metadata_and_undefine() {
     let dom = hv
         .define(&p.domain_name, &domain_xml::domain(&p).unwrap())
         .unwrap();
-    let (_, meta) = owned_domain(&hv, p.vlan).unwrap().expect("ours");
+    let (_, meta) = owned_domain(&hv, &config(3001), p.vlan)
+        .unwrap()
+        .expect("ours");
     assert_eq!(meta.vlan, p.vlan);
     assert_eq!(meta.private_mac, p.private_nic.mac);
     assert_eq!(meta.public_mac, p.public_nic.mac);
@@ -42,7 +47,7 @@ fn define_read_metadata_and_undefine() {
     dom.create().unwrap();
     hv.destroy_and_undefine(&dom).unwrap();
     assert!(hv.find_domain(&p.domain_name).unwrap().is_none());
-    assert!(owned_domain(&hv, p.vlan).unwrap().is_none());
+    assert!(owned_domain(&hv, &config(3001), p.vlan).unwrap().is_none());
 }
 
 #[test]
@@ -52,7 +57,7 @@ fn a_domain_without_our_metadata_is_refused() {
     let xml = "<domain type='test'><name>headnode-3002</name><memory>65536</memory>\
                <os><type>hvm</type></os></domain>";
     let foreign = hv.define("headnode-3002", xml).unwrap();
-    let err = owned_domain(&hv, vlan).unwrap_err();
+    let err = owned_domain(&hv, &config(3002), vlan).unwrap_err();
     assert_eq!(kind_of(&err), Kind::Refused);
     assert!(format!("{err:#}").contains("not made by mkheadnode"));
     assert!(!hv.headnodes().unwrap().iter().any(|(_, m)| m.vlan == vlan));
@@ -71,12 +76,23 @@ fn pool_and_overlay_volume() {
             .unwrap();
     hv.create_volume(&pool, &p.disk_volume, &xml).unwrap();
     assert!(hv.find_volume(&pool, &p.disk_volume).unwrap().is_some());
-    assert!(hv.delete_volume(&p.pool, &p.disk_volume).unwrap());
+    // A volume is deleted only where the plan puts it.
+    let err = hv
+        .delete_volume_at(&p.pool, &p.disk_volume, Path::new("/elsewhere/x.qcow2"))
+        .unwrap_err();
+    assert_eq!(kind_of(&err), Kind::Refused, "{err:#}");
+    assert!(hv.find_volume(&pool, &p.disk_volume).unwrap().is_some());
+    assert!(hv
+        .delete_volume_at(&p.pool, &p.disk_volume, &p.disk_path())
+        .unwrap());
     assert!(
-        !hv.delete_volume(&p.pool, &p.disk_volume).unwrap(),
+        !hv.delete_volume_at(&p.pool, &p.disk_volume, &p.disk_path())
+            .unwrap(),
         "second delete finds nothing"
     );
-    assert!(!hv.delete_volume("no-such-pool", &p.disk_volume).unwrap());
+    assert!(!hv
+        .delete_volume_at("no-such-pool", &p.disk_volume, &p.disk_path())
+        .unwrap());
 }
 
 #[test]

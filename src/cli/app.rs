@@ -8,6 +8,7 @@ use crate::cli::docs;
 use crate::cli::operate;
 use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
+use crate::host::interrupt;
 use crate::host::kvm_probe;
 use crate::host::virt_type;
 use crate::model::config::Config;
@@ -102,6 +103,7 @@ fn teardown(
     if purge {
         on_this_machine(&g.connect, "teardown --purge")?;
     }
+    interrupt::install()?;
     let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
     each(&vlans, out, g.jobs.into(), |v| {
         session.teardown(v, purge).map(|()| "torn down")
@@ -134,9 +136,18 @@ fn status(
     if json {
         println!("{}", serde_json::to_string_pretty(&row)?);
     } else {
-        print!("{}", table(&[row]));
+        print!("{}", table(std::slice::from_ref(&row)));
     }
-    Ok(())
+    match row.problem {
+        None => Ok(()),
+        Some(problem) => Err(failure(
+            Kind::Refused,
+            format!(
+                "{} is not the headnode its name says ({problem}): mkheadnode will not touch it",
+                row.domain
+            ),
+        )),
+    }
 }
 
 /// `check`: the host's findings; fails if any finding does.
@@ -182,6 +193,7 @@ fn create(
         &cli.global.connect,
         if rebuild { "rebuild" } else { "create" },
     )?;
+    interrupt::install()?;
     let session = Session::new(config, Hypervisor::connect(&cli.global.connect)?, out);
     let opts = CreateOptions {
         machines,

@@ -193,6 +193,9 @@ pub struct GlobalArgs {
     /// Directory for per-VLAN lock files.
     #[arg(long, global = true, value_name = "DIR")]
     pub lock_dir: Option<PathBuf>,
+    /// Directory for the records that let a run clean up after an interrupted one.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Directory for serial console logs.
     #[arg(long, global = true, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
@@ -252,6 +255,7 @@ impl GlobalArgs {
         set(&mut config.config_root, &self.config_root);
         set(&mut config.apparmor_abstraction, &self.apparmor_abstraction);
         set(&mut config.lock_dir, &self.lock_dir);
+        set(&mut config.state_dir, &self.state_dir);
         set(&mut config.log_dir, &self.log_dir);
         set(&mut config.memory_mib, &self.memory);
         set(&mut config.vcpus, &self.vcpus);

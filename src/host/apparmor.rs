@@ -4,12 +4,27 @@ AppArmor: make sure libvirt's qemu abstraction lets guests read the headnode con
 libvirt's `virt-aa-helper` already adds a 9p share's source dir to each domain's own profile;
 the abstraction rule (the 2013 recipe's fix) also covers hosts where it does not. The file is
 patched atomically, exactly once, keeping its mode and owner. Security is never switched off.
+
+Only a plain absolute path goes into the rule (see [`apparmor_path_problem`]). The edit is
+made under a lock (`apparmor.lock` in the lock dir), so that concurrent runs, and the threads
+of one bulk run, take turns and none loses another's line; a change made meanwhile by an editor
+that does not take the lock is noticed before the file is replaced, and the edit is made again
+on the new text. Our comment line is added once, however many rules follow it.
 */
 
+use crate::error::{failure, Kind};
 use crate::host::atomic_file;
+use crate::host::hostprep::lock_file;
+use crate::model::text::apparmor_path_problem;
 use anyhow::Context;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// The comment line that marks the rules mkheadnode added.
+pub const COMMENT: &str = "  # Added by mkheadnode: headnode guests read their config share.";
+
+/// How often the edit is made again when another editor changed the file meanwhile.
+const EDIT_ATTEMPTS: usize = 5;
 
 /// What [`ensure_rule`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,46 +54,77 @@ pub fn contains_rule(text: &str, rule: &str) -> bool {
         .any(|l| squash(l) == want)
 }
 
-/// `text` with `rule` appended on a line of its own.
+/// `text` with `rule` appended on a line of its own, after our comment line unless the text
+/// has it already.
 pub fn with_rule(text: &str, rule: &str) -> String {
     let mut out = text.to_string();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
-    out.push_str("  # Added by mkheadnode: headnode guests read their config share.\n");
+    if !text.lines().any(|l| l.trim() == COMMENT.trim()) {
+        out.push_str(COMMENT);
+        out.push('\n');
+    }
     out.push_str(&format!("  {rule}\n"));
     out
 }
 
-/// Make sure the abstraction at `path` grants read access below `config_root`.
-pub fn ensure_rule(path: &Path, config_root: &Path) -> anyhow::Result<Outcome> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Outcome::NotInUse(path.into()))
-        }
+/// The abstraction's text, or `None` if there is no such file.
+fn read(path: &Path) -> anyhow::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => {
-            return Err(e)
-                .with_context(|| format!("reading AppArmor abstraction {}", path.display()))
+            Err(e).with_context(|| format!("reading AppArmor abstraction {}", path.display()))
         }
-    };
-    let rule = rule(config_root);
-    if contains_rule(&text, &rule) {
-        return Ok(Outcome::AlreadyPresent(path.into()));
     }
-    atomic_file::replace(path, with_rule(&text, &rule).as_bytes()).with_context(|| {
-        format!(
-            "adding `{rule}` to {}: fix the file's permissions or add the line by hand, \
-             then reload AppArmor (never disable libvirt's security driver instead)",
-            path.display()
-        )
-    })?;
-    Ok(Outcome::Added(path.into()))
+}
+
+/// Make sure the abstraction at `path` grants read access below `config_root`, editing it
+/// under the lock `lock_dir/apparmor.lock`. `config_root` must be a plain path (a `Usage` error
+/// says why not).
+pub fn ensure_rule(path: &Path, config_root: &Path, lock_dir: &Path) -> anyhow::Result<Outcome> {
+    if let Some(problem) = apparmor_path_problem(config_root) {
+        return Err(failure(
+            Kind::Usage,
+            format!("config_root = {config_root:?} {problem}: it cannot go into an AppArmor rule"),
+        ));
+    }
+    let rule = rule(config_root);
+    let _lock = lock_file(&lock_dir.join("apparmor.lock"))?;
+    for _ in 0..EDIT_ATTEMPTS {
+        let Some(text) = read(path)? else {
+            return Ok(Outcome::NotInUse(path.into()));
+        };
+        if contains_rule(&text, &rule) {
+            return Ok(Outcome::AlreadyPresent(path.into()));
+        }
+        let new = with_rule(&text, &rule);
+        // An editor that does not take our lock may have written meanwhile: start again on
+        // its text rather than replace it.
+        if read(path)?.as_deref() != Some(text.as_str()) {
+            continue;
+        }
+        atomic_file::replace(path, new.as_bytes()).with_context(|| {
+            format!(
+                "adding `{rule}` to {}: fix the file's permissions or add the line by hand, \
+                 then reload AppArmor (never disable libvirt's security driver instead)",
+                path.display()
+            )
+        })?;
+        return Ok(Outcome::Added(path.into()));
+    }
+    Err(anyhow::anyhow!(
+        "{} kept changing while mkheadnode tried to add `{rule}`: wait until whoever edits it \
+         is done, then run mkheadnode again",
+        path.display()
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::kind_of;
     use std::os::unix::fs::PermissionsExt;
 
     const ROOT: &str = "/var/lib/headnode-config";
@@ -88,6 +134,11 @@ mod tests {
         let path = dir.path().join("libvirt-qemu");
         fs::write(&path, content).unwrap();
         (dir, path)
+    }
+
+    /// A lock dir beside the test's abstraction file.
+    fn lock_dir(path: &Path) -> PathBuf {
+        path.parent().unwrap().join("lock")
     }
 
     fn count(text: &str) -> usize {
@@ -101,7 +152,7 @@ mod tests {
         let (_d, path) = setup("  /usr/share/qemu/** r,\n");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         assert_eq!(
-            ensure_rule(&path, Path::new(ROOT)).unwrap(),
+            ensure_rule(&path, Path::new(ROOT), &lock_dir(&path)).unwrap(),
             Outcome::Added(path.clone())
         );
         let text = fs::read_to_string(&path).unwrap();
@@ -112,7 +163,7 @@ mod tests {
             0o640
         );
         assert_eq!(
-            ensure_rule(&path, Path::new(ROOT)).unwrap(),
+            ensure_rule(&path, Path::new(ROOT), &lock_dir(&path)).unwrap(),
             Outcome::AlreadyPresent(path.clone())
         );
         assert_eq!(fs::read_to_string(&path).unwrap(), text);
@@ -123,7 +174,7 @@ mod tests {
         let original = "x r,\n\t/var/lib/headnode-config/**   r ,  # ours\n";
         let (_d, path) = setup(original);
         assert_eq!(
-            ensure_rule(&path, Path::new(ROOT)).unwrap(),
+            ensure_rule(&path, Path::new(ROOT), &lock_dir(&path)).unwrap(),
             Outcome::AlreadyPresent(path.clone())
         );
         assert_eq!(fs::read_to_string(&path).unwrap(), original);
@@ -133,7 +184,7 @@ mod tests {
     fn a_commented_out_rule_does_not_count() {
         let (_d, path) = setup("# /var/lib/headnode-config/** r,\n");
         assert_eq!(
-            ensure_rule(&path, Path::new(ROOT)).unwrap(),
+            ensure_rule(&path, Path::new(ROOT), &lock_dir(&path)).unwrap(),
             Outcome::Added(path.clone())
         );
         assert_eq!(count(&fs::read_to_string(&path).unwrap()), 1);
@@ -142,7 +193,7 @@ mod tests {
     #[test]
     fn missing_trailing_newline() {
         let (_d, path) = setup("  /usr/share/qemu/** r,");
-        ensure_rule(&path, Path::new(ROOT)).unwrap();
+        ensure_rule(&path, Path::new(ROOT), &lock_dir(&path)).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("  /usr/share/qemu/** r,\n"), "{text:?}");
         assert!(
@@ -155,7 +206,10 @@ mod tests {
     fn read_only_file_is_a_clear_error_and_untouched() {
         let (_d, path) = setup("  /usr/share/qemu/** r,\n");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
-        let err = format!("{:#}", ensure_rule(&path, Path::new(ROOT)).unwrap_err());
+        let err = format!(
+            "{:#}",
+            ensure_rule(&path, Path::new(ROOT), &lock_dir(&path)).unwrap_err()
+        );
         assert!(
             err.contains("read-only") && err.contains("libvirt-qemu"),
             "{err}"
@@ -166,10 +220,92 @@ mod tests {
             "  /usr/share/qemu/** r,\n"
         );
         assert_eq!(
-            fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            fs::read_dir(path.parent().unwrap())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != "lock")
+                .count(),
             1,
             "temp file left behind"
         );
+    }
+
+    #[test]
+    fn our_comment_line_is_added_once() {
+        let (_d, path) = setup("  /usr/share/qemu/** r,\n");
+        for root in [ROOT, "/srv/other-config", ROOT] {
+            ensure_rule(&path, Path::new(root), &lock_dir(&path)).unwrap();
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches(COMMENT).count(), 1, "{text}");
+        assert_eq!(count(&text), 1, "{text}");
+        assert!(text.contains("  /srv/other-config/** r,\n"), "{text}");
+    }
+
+    #[test]
+    fn concurrent_editors_lose_nothing() {
+        // Threads of one bulk run, or several runs with different config roots, all adding to
+        // the one abstraction: every rule must be there once, and the comment once.
+        let (_d, path) = setup("  /usr/share/qemu/** r,\n");
+        let roots: Vec<String> = (0..24).map(|i| format!("/srv/cfg{i}")).collect();
+        std::thread::scope(|scope| {
+            for chunk in roots.chunks(3) {
+                let path = &path;
+                scope.spawn(move || {
+                    for root in chunk {
+                        ensure_rule(path, Path::new(root), &lock_dir(path)).unwrap();
+                    }
+                });
+            }
+        });
+        let text = fs::read_to_string(&path).unwrap();
+        for root in &roots {
+            assert!(
+                text.contains(&format!("  {root}/** r,\n")),
+                "{root} lost:\n{text}"
+            );
+        }
+        assert_eq!(text.matches(COMMENT).count(), 1, "{text}");
+        assert!(text.starts_with("  /usr/share/qemu/** r,\n"));
+    }
+
+    #[test]
+    fn paths_that_would_change_the_rule_are_refused() {
+        let (_d, path) = setup("  /usr/share/qemu/** r,\n");
+        for bad in [
+            "/srv/a b", "/srv/a,b", "/srv/x#y", "/srv/*", "relative", "/",
+        ] {
+            let err = ensure_rule(&path, Path::new(bad), &lock_dir(&path)).unwrap_err();
+            assert_eq!(kind_of(&err), Kind::Usage, "{bad}: {err:#}");
+            assert!(format!("{err:#}").contains("config_root"), "{err:#}");
+        }
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "  /usr/share/qemu/** r,\n"
+        );
+    }
+
+    #[test]
+    fn a_link_at_the_lock_path_is_refused() {
+        let (d, path) = setup("  /usr/share/qemu/** r,\n");
+        let target = d.path().join("target");
+        fs::create_dir(lock_dir(&path)).unwrap();
+        std::os::unix::fs::symlink(&target, lock_dir(&path).join("apparmor.lock")).unwrap();
+        let err = ensure_rule(&path, Path::new(ROOT), &lock_dir(&path)).unwrap_err();
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn a_linked_abstraction_is_refused_not_replaced() {
+        let (d, real) = setup("  /usr/share/qemu/** r,\n");
+        let link = d.path().join("linked");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = ensure_rule(&link, Path::new(ROOT), &lock_dir(&real)).unwrap_err();
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]
@@ -177,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope");
         assert_eq!(
-            ensure_rule(&path, Path::new(ROOT)).unwrap(),
+            ensure_rule(&path, Path::new(ROOT), &lock_dir(&path)).unwrap(),
             Outcome::NotInUse(path.clone())
         );
         assert!(!path.exists());

@@ -3,6 +3,7 @@ Atomic file replacement: a file on the host is either its old self or its new se
 written, and keeps its mode and owner.
 */
 
+use crate::host::nofollow;
 use anyhow::Context;
 use std::fs;
 use std::io::Write;
@@ -11,9 +12,11 @@ use std::path::Path;
 
 /// Replace `path` with `contents` through a temporary file in the same directory (fsynced,
 /// then renamed over it), keeping the original's mode and owner. Refuses a file that its
-/// permission bits make read-only, so a write-protected file is never silently replaced.
+/// permission bits make read-only, so a write-protected file is never silently replaced, and a
+/// symbolic link, whose target is not ours to judge.
 pub fn replace(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    nofollow::refuse_link(path, "file")?;
+    let meta = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.permissions().mode() & 0o222 == 0 {
         anyhow::bail!(
             "{} is read-only (mode {:o})",

@@ -39,6 +39,14 @@ fn optional<T>(
     }
 }
 
+/// Whether `err` says that a domain is gone: one that another process removed between two calls
+/// (a listing that meets one has nothing to say about it).
+pub fn domain_gone(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|c| c.downcast_ref::<VirtError>())
+        .any(|e| is(e, ErrorNumber::NoDomain))
+}
+
 /// A connection to libvirt.
 pub struct Hypervisor {
     conn: Connect,
@@ -224,21 +232,31 @@ impl Hypervisor {
             .with_context(|| format!("writing {path}"))
     }
 
-    /// Delete the named volume from the named pool; a missing pool or volume is not an error.
-    /// Returns whether something was deleted.
-    pub fn delete_volume(&self, pool: &str, name: &str) -> anyhow::Result<bool> {
-        let Some(pool) = self.find_pool(pool)? else {
+    /// Delete the named volume from the named pool only if its path is `path`; a missing pool or
+    /// volume is not an error, a volume elsewhere is refused. Returns whether one was deleted.
+    pub fn delete_volume_at(&self, pool: &str, name: &str, path: &Path) -> anyhow::Result<bool> {
+        let Some(found) = self.find_pool(pool)? else {
             return Ok(false);
         };
-        pool.refresh(0).ok();
-        match self.find_volume(&pool, name)? {
-            Some(v) => {
-                v.delete(0)
-                    .with_context(|| format!("deleting volume {name}"))?;
-                Ok(true)
-            }
-            None => Ok(false),
+        found.refresh(0).ok();
+        let Some(vol) = self.find_volume(&found, name)? else {
+            return Ok(false);
+        };
+        let actual = vol.path().context("reading the volume's path")?;
+        if Path::new(&actual) != path {
+            return Err(failure(
+                Kind::Refused,
+                format!(
+                    "volume {name} in pool {pool} is {actual}, not {} as planned: leaving it \
+                     alone; check it, and remove it with `virsh vol-delete {name} --pool {pool}` \
+                     if it should go",
+                    path.display()
+                ),
+            ));
         }
+        vol.delete(0)
+            .with_context(|| format!("deleting volume {name}"))?;
+        Ok(true)
     }
 
     /// The named domain, if it exists.
@@ -264,11 +282,18 @@ impl Hypervisor {
         .transpose()
     }
 
-    /// Every domain that carries our metadata, sorted by VLAN.
+    /// Every domain that carries our metadata, sorted by VLAN (one removed meanwhile by
+    /// another process is left out).
     pub fn headnodes(&self) -> anyhow::Result<Vec<(Domain, Metadata)>> {
         let mut out = Vec::new();
         for dom in self.conn.list_all_domains(0).context("listing domains")? {
-            if let Some(meta) = self.metadata(&dom)? {
+            let meta = match self.metadata(&dom) {
+                Err(e) if domain_gone(&e) => continue,
+                other => {
+                    other.with_context(|| format!("domain {}", dom.name().unwrap_or_default()))?
+                }
+            };
+            if let Some(meta) = meta {
                 out.push((dom, meta));
             }
         }

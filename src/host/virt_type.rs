@@ -13,6 +13,7 @@ for it.
 
 use crate::host::hypervisor::Hypervisor;
 use crate::host::kvm_probe::{boot_probe, probe_in_child, BOOT_PROBE_TIMEOUT, PROBE_TIMEOUT};
+use crate::host::nofollow;
 use crate::model::config::VirtTypeChoice;
 use crate::model::console::BOOT_SIGN;
 use crate::model::plan::VirtType;
@@ -149,7 +150,12 @@ fn cached_boot_probe(hv: &Hypervisor, base_image: &Path, cache_dir: &Path) -> an
         Ok(()) => format!("{key}\nok\n"),
         Err(why) => format!("{key}\nfailed\n{why:#}\n"),
     };
-    let _ = std::fs::write(cache_dir.join("kvm-boot-probe"), body);
+    let _ = nofollow::write(
+        &cache_dir.join("kvm-boot-probe"),
+        body.as_bytes(),
+        0o644,
+        "KVM probe cache",
+    );
     verdict
 }
 

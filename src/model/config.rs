@@ -7,6 +7,7 @@ are errors, so a typo never silently falls back to a default.
 
 use crate::error::{failure, Kind};
 use crate::model::addresses::Ipv4Net;
+use crate::model::text::{apparmor_path_problem, control_problem};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -14,6 +15,9 @@ use std::path::{Path, PathBuf};
 
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mkheadnode/config.toml";
+
+/// The largest overlay disk, in GiB: its size in bytes must fit in 64 bits with room to spare.
+pub const MAX_DISK_GIB: u64 = 1 << 16;
 
 /// How a headnode's NIC reaches a network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +101,9 @@ pub struct Config {
     pub apparmor_abstraction: PathBuf,
     /// Where per-VLAN lock files live.
     pub lock_dir: PathBuf,
+    /// Where the state records live that make an interrupted run's leftovers provably ours
+    /// (persistent: they must outlive a power loss).
+    pub state_dir: PathBuf,
     /// Where each headnode's serial console is logged (on the hypervisor).
     pub log_dir: PathBuf,
     /// Memory per headnode in MiB.
@@ -128,6 +135,7 @@ impl Default for Config {
             config_root: PathBuf::from("/var/lib/headnode-config"),
             apparmor_abstraction: PathBuf::from("/etc/apparmor.d/abstractions/libvirt-qemu"),
             lock_dir: PathBuf::from("/run/mkheadnode"),
+            state_dir: PathBuf::from("/var/lib/mkheadnode/state"),
             log_dir: PathBuf::from("/var/log/libvirt/qemu"),
             memory_mib: 1024,
             vcpus: 2,
@@ -213,6 +221,18 @@ impl Config {
                 self.disk_gib
             )));
         }
+        if self.disk_gib > MAX_DISK_GIB {
+            return Err(bad(format!(
+                "disk_gib = {} is too large: use at most {MAX_DISK_GIB} (64 TiB)",
+                self.disk_gib
+            )));
+        }
+        if let Some(problem) = control_problem(&self.pool) {
+            return Err(bad(format!(
+                "pool = {:?} {problem}: use a plain storage pool name",
+                self.pool
+            )));
+        }
         if self.pool.is_empty() || self.pool.contains('/') {
             return Err(bad(format!(
                 "pool = `{}` is not a usable storage pool name: use a name without `/`",
@@ -239,6 +259,11 @@ impl Config {
             let (Attachment::Network { name }
             | Attachment::Bridge { name }
             | Attachment::Ovs { name }) = attachment;
+            if let Some(problem) = control_problem(name) {
+                return Err(bad(format!(
+                    "{key}.name = {name:?} {problem}: a network or bridge name cannot have one"
+                )));
+            }
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return Err(bad(format!(
                     "{key}.name = `{name}` is not a usable name: it is empty or has white space"
@@ -248,7 +273,10 @@ impl Config {
         Ok(())
     }
 
-    /// Every path must be absolute: they are paths on the hypervisor, whatever the working dir.
+    /// Every path must be absolute (they are paths on the hypervisor, whatever the working dir),
+    /// UTF-8 and free of control characters (several go into the domain XML); `config_root`
+    /// goes into an AppArmor rule too, so it must be a plain path (see
+    /// [`apparmor_path_problem`]).
     fn validate_paths(&self) -> anyhow::Result<()> {
         for (key, p) in [
             ("base_image", &self.base_image),
@@ -256,6 +284,7 @@ impl Config {
             ("config_root", &self.config_root),
             ("apparmor_abstraction", &self.apparmor_abstraction),
             ("lock_dir", &self.lock_dir),
+            ("state_dir", &self.state_dir),
             ("log_dir", &self.log_dir),
         ] {
             if !p.is_absolute() {
@@ -264,6 +293,21 @@ impl Config {
                     p.display()
                 )));
             }
+            let Some(text) = p.to_str() else {
+                return Err(bad(format!(
+                    "{key} = {p:?} is not valid UTF-8: use a path made of UTF-8 characters"
+                )));
+            };
+            if let Some(problem) = control_problem(text) {
+                return Err(bad(format!("{key} = {text:?} {problem}: remove it")));
+            }
+        }
+        if let Some(problem) = apparmor_path_problem(&self.config_root) {
+            return Err(bad(format!(
+                "config_root = {:?} {problem}: it goes into an AppArmor rule \
+                 (`<config_root>/** r,`)",
+                self.config_root
+            )));
         }
         Ok(())
     }
@@ -315,10 +359,17 @@ impl Addressing {
     }
 }
 
-/// Each key must be one line of `<type> <key> [comment]`.
+/// Each key must be one line of `<type> <key> [comment]` without control characters: one of
+/// them makes cloud-init reject the whole user-data, and the headnode comes up unconfigured.
 fn validate_keys(keys: &[String]) -> anyhow::Result<()> {
     for (i, key) in keys.iter().enumerate() {
-        if key.contains('\n') || key.split_whitespace().count() < 2 {
+        if let Some(problem) = control_problem(key) {
+            return Err(bad(format!(
+                "ssh_authorized_keys[{i}] = {key:?} {problem}: cloud-init would reject the whole \
+                 user-data; copy the key again as one line of `<type> <key> [comment]`"
+            )));
+        }
+        if key.split_whitespace().count() < 2 {
             return Err(bad(format!(
                 "ssh_authorized_keys[{i}] = `{key}` is not a one-line public key: write it as \
                  `<type> <key> [comment]`, as in ~/.ssh/id_ed25519.pub"
@@ -401,8 +452,10 @@ mod tests {
             ("memory_mib = 16", "memory_mib"),
             ("vcpus = 0", "vcpus"),
             ("base_image = \"relative.qcow2\"", "absolute"),
+            ("state_dir = \"state\"", "state_dir = `state` must be an absolute path"),
             ("[public_attachment]\nkind = \"ovs\"\nname = \"x\"", "ovs"),
             ("disk_gib = 0", "disk_gib = 0"),
+            ("disk_gib = 17179869184", "disk_gib = 17179869184 is too large"),
             ("pool = \"a/b\"", "pool = `a/b`"),
             ("[vlan_attachment]\nkind = \"bridge\"\nname = \"\"", "vlan_attachment.name"),
             ("[addressing]\nprivate_prefix = 31", "addressing.private_prefix = 31"),
@@ -420,6 +473,74 @@ mod tests {
             let msg = format!("{:#}", parse(text).unwrap_err());
             assert!(msg.contains(needle), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_key() {
+        for (text, needle) in [
+            (
+                r#"ssh_authorized_keys = ["ssh-ed25519 AAAA op@desk", "ssh-rsa AA\u0007AA x"]"#,
+                "ssh_authorized_keys[1]",
+            ),
+            (
+                r#"ssh_authorized_keys = ["ssh-rsa AAAA x\u007F"]"#,
+                "U+007F",
+            ),
+            (
+                r#"ssh_authorized_keys = ["ssh-rsa AAAA x\u0085"]"#,
+                "U+0085",
+            ),
+            (r#"ssh_authorized_keys = ["ssh-rsa\tAAAA x"]"#, "U+0009"),
+            (r#"ssh_authorized_keys = ["ssh-rsa AAAA x\r"]"#, "U+000D"),
+            (
+                "[vlan_attachment]\nkind = \"network\"\nname = \"v\\u001b[2J\"",
+                "vlan_attachment.name",
+            ),
+            (
+                "[public_attachment]\nkind = \"bridge\"\nname = \"br\\u0000\"",
+                "public_attachment.name",
+            ),
+            (r#"pool = "mk\u009bp""#, "pool = "),
+            (r#"base_image = "/var/lib/b\u0001.qcow2""#, "base_image"),
+            (r#"log_dir = "/var/log/\u0090""#, "log_dir"),
+            (r#"state_dir = "/var/lib/s\u001f""#, "state_dir"),
+        ] {
+            let msg = format!("{:#}", parse(text).unwrap_err());
+            assert!(msg.contains(needle), "{text}: {msg}");
+            assert!(msg.contains("control character"), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn config_root_must_be_a_plain_path_for_apparmor() {
+        for (text, needle) in [
+            (r#"config_root = "/srv/a b""#, "` `"),
+            (r#"config_root = "/srv/a,b""#, "`,`"),
+            (r#"config_root = "/srv/a#b""#, "`#`"),
+            (r#"config_root = "/srv/*""#, "`*`"),
+            (r#"config_root = "/srv/{a}""#, "`{`"),
+            (r#"config_root = "/srv/\"q\"""#, "`\"`"),
+            (r#"config_root = "/""#, "`/` itself"),
+            (r#"config_root = "/srv/../etc""#, "`..`"),
+        ] {
+            let msg = format!("{:#}", parse(text).unwrap_err());
+            assert!(
+                msg.contains("config_root") && msg.contains(needle) && msg.contains("AppArmor"),
+                "{text}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_values_pass() {
+        let c = parse(
+            r#"
+            config_root = "/srv/headnode-config_2"
+            ssh_authorized_keys = ["ssh-ed25519 AAAAC3Nza op@desk é"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.ssh_authorized_keys.len(), 1);
     }
 
     #[test]

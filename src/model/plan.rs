@@ -4,6 +4,7 @@ headnode. Nothing here touches the host, so all of it is testable without a hype
 */
 
 use crate::model::config::{Addressing, Attachment, Config};
+use crate::model::footprint::Footprint;
 use crate::model::mac::Mac;
 use crate::model::vlan::Vlan;
 use std::fmt;
@@ -32,15 +33,6 @@ impl fmt::Display for VirtType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Which of the headnode's two NICs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// NIC 1, guest `eth0`, on the VLAN.
-    Private,
-    /// NIC 2, guest `eth1`, on the public network.
-    Public,
 }
 
 /// A NIC as it will be attached: its MAC and where it plugs in (names resolved for the VLAN).
@@ -104,40 +96,37 @@ pub struct Plan {
 impl Plan {
     /// Plan the headnode of `vlan` under `config`, to run as `virt_type`.
     pub fn new(config: &Config, vlan: Vlan, virt_type: VirtType) -> Plan {
-        let name = domain_name(vlan);
-        let config_dir = config.config_root.join(vlan.to_string());
-        let disk_volume = format!("{name}.qcow2");
-        let seed_volume = format!("{name}-seed.iso");
+        let f = Footprint::of(config, vlan);
         Plan {
             vlan,
-            hostname: name.clone(),
+            hostname: f.domain_name.clone(),
             instance_id: format!("mkheadnode-vlan{vlan}"),
             virt_type,
             private_nic: Nic {
-                mac: headnode_mac(vlan, Role::Private),
+                mac: f.private_mac,
                 guest_name: "eth0",
                 attachment: resolve(&config.vlan_attachment, vlan),
             },
             public_nic: Nic {
-                mac: headnode_mac(vlan, Role::Public),
+                mac: f.public_mac,
                 guest_name: "eth1",
                 attachment: resolve(&config.public_attachment, vlan),
             },
-            machines_file: config_dir.join("machines.txt"),
-            config_dir,
-            pool: config.pool.clone(),
-            pool_dir: config.pool_dir.clone(),
+            machines_file: f.config_dir.join("machines.txt"),
+            config_dir: f.config_dir,
+            pool: f.pool,
+            pool_dir: f.pool_dir,
             base_image: config.base_image.clone(),
             disk_gib: config.disk_gib,
-            serial_log: config.log_dir.join(format!("{name}-serial.log")),
-            disk_volume,
-            seed_volume,
+            serial_log: config.log_dir.join(format!("{}-serial.log", f.domain_name)),
+            disk_volume: f.disk_volume,
+            seed_volume: f.seed_volume,
             memory_mib: config.memory_mib,
             vcpus: config.vcpus,
             addressing: config.addressing.clone(),
             ssh_authorized_keys: config.ssh_authorized_keys.clone(),
             boot_default_requires_lease: config.boot_default_requires_lease,
-            domain_name: name,
+            domain_name: f.domain_name,
         }
     }
 
@@ -152,35 +141,6 @@ impl Plan {
     }
 }
 
-/// The domain name of a VLAN's headnode.
-pub fn domain_name(vlan: Vlan) -> String {
-    format!("headnode-{vlan}")
-}
-
-/// The VLAN a domain name belongs to, if it has our naming pattern.
-pub fn vlan_of_domain_name(name: &str) -> Option<Vlan> {
-    name.strip_prefix("headnode-")?.parse().ok()
-}
-
-/// A deterministic, locally administered-looking MAC in QEMU's 52:54:00 range:
-/// `52:54:00:4d:<role nibble><vlan high nibble>:<vlan low byte>`. VLAN IDs are unique across a
-/// cloud, so these are too, and a rebuild gets the same ones.
-pub fn headnode_mac(vlan: Vlan, role: Role) -> Mac {
-    let id = vlan.id();
-    let role_bits: u8 = match role {
-        Role::Private => 0x00,
-        Role::Public => 0x10,
-    };
-    Mac([
-        0x52,
-        0x54,
-        0x00,
-        0x4d,
-        role_bits | (id >> 8) as u8,
-        (id & 0xff) as u8,
-    ])
-}
-
 fn resolve(attachment: &Attachment, vlan: Vlan) -> Attachment {
     let sub = |s: &str| s.replace("{vlan}", &vlan.to_string());
     match attachment {
@@ -193,6 +153,7 @@ fn resolve(attachment: &Attachment, vlan: Vlan) -> Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::footprint::{headnode_mac, vlan_of_domain_name, Role};
     use std::collections::HashSet;
 
     fn vlan(n: u16) -> Vlan {

@@ -3,19 +3,30 @@
 `create_locked`): the config dir, the AppArmor rule, the prerequisites, the storage pool, the
 overlay disk, the cloud-init seed, then the domain, defined and started. A failed step undoes
 what the steps before it made (volumes, domain) and never touches the config dir's contents.
+
+Before each volume and the domain is made, a state record says so (see
+[`crate::model::intent`]); the records go once the domain owns what they name. Ctrl-C or
+SIGTERM stops a create after the step in progress ([`checkpoint`]), which then rolls back as a
+failed one does. A run killed outright leaves its records: the next create removes the
+leftovers they name (or, if the domain was defined, finishes the create), and so does a
+teardown.
 */
 
 use crate::error::{failure, kind_of, Kind};
 use crate::host::apparmor;
 use crate::host::attachment;
 use crate::host::hostprep;
-use crate::host::hypervisor::{state_word, Hypervisor};
+use crate::host::hypervisor::state_word;
 use crate::host::images::base_image_info;
+use crate::host::records::Records;
+use crate::model::footprint::Footprint;
+use crate::model::intent::Intent;
 use crate::model::machines::Machine;
 use crate::model::plan::Plan;
 use crate::model::vlan::Vlan;
-use crate::ops::report::Reporter;
+use crate::ops::checkpoint;
 use crate::ops::session::{owned_domain, Session};
+use crate::ops::undo::Undo;
 use crate::render::domain_xml;
 use crate::render::seed;
 use anyhow::Context;
@@ -43,64 +54,17 @@ pub enum Created {
     },
 }
 
-/// Undo steps for a create in progress, run in reverse on drop unless disarmed.
-struct Undo<'a> {
-    hv: &'a Hypervisor,
-    out: Reporter,
-    vlan: Vlan,
-    steps: Vec<UndoStep>,
-}
-
-enum UndoStep {
-    Volume { pool: String, name: String },
-    Domain { name: String },
-}
-
-impl Undo<'_> {
-    fn disarm(mut self) {
-        self.steps.clear();
-    }
-}
-
-impl Drop for Undo<'_> {
-    fn drop(&mut self) {
-        while let Some(step) = self.steps.pop() {
-            let result = match &step {
-                UndoStep::Volume { pool, name } => self.hv.delete_volume(pool, name).map(|_| ()),
-                UndoStep::Domain { name } => match self.hv.find_domain(name) {
-                    Ok(Some(d)) => self.hv.destroy_and_undefine(&d),
-                    Ok(None) => Ok(()),
-                    Err(e) => Err(e),
-                },
-            };
-            let what = match &step {
-                UndoStep::Volume { pool, name } => format!("volume {name} in pool {pool}"),
-                UndoStep::Domain { name } => format!("domain {name}"),
-            };
-            match result {
-                Ok(()) => self
-                    .out
-                    .step(Some(self.vlan), format!("rolled back: removed {what}")),
-                Err(e) => self.out.error(
-                    Some(self.vlan),
-                    &e.context(format!(
-                        "rolling back: could not remove {what}; remove it by hand"
-                    )),
-                ),
-            }
-        }
-    }
-}
-
 impl Session {
     /// Create (define and start) the headnode of `vlan`; see the module docs.
     pub fn create(&self, vlan: Vlan, opts: &CreateOptions) -> anyhow::Result<Created> {
+        checkpoint::not_interrupted(vlan)?;
         let _lock = hostprep::lock_vlan(&self.config.lock_dir, vlan)?;
         self.create_locked(vlan, opts)
     }
 
     /// Tear down (keeping the config dir) and create again; MACs stay the same.
     pub fn rebuild(&self, vlan: Vlan, opts: &CreateOptions) -> anyhow::Result<Created> {
+        checkpoint::not_interrupted(vlan)?;
         let _lock = hostprep::lock_vlan(&self.config.lock_dir, vlan)?;
         match self.teardown_locked(vlan, false) {
             Ok(()) => {}
@@ -115,28 +79,37 @@ impl Session {
 
     /// The steps of a create, in order, with the VLAN's lock held. The host is prepared even
     /// for a headnode that exists (so a new `--machines` file is installed); everything after
-    /// that is only for a new one.
+    /// that is only for a new one. Each step is a [`checkpoint`].
     fn create_locked(&self, vlan: Vlan, opts: &CreateOptions) -> anyhow::Result<Created> {
         let plan = self.plan(vlan);
-        let existing = owned_domain(&self.hv, vlan)?;
+        let records = Records::of(&self.config.state_dir, vlan);
+        let existing = owned_domain(&self.hv, &self.config, vlan)?;
         self.make_config_dir(&plan, opts.machines.as_deref())?;
+        checkpoint::after(vlan, "config-dir")?;
         self.allow_config_share(vlan)?;
+        checkpoint::after(vlan, "apparmor")?;
         if let Some((dom, _)) = existing {
-            return Ok(self.leave_existing(&plan, &dom));
+            return self.leave_existing(&plan, &dom, &records, opts.no_start);
         }
         let base = self.check_prerequisites(&plan)?;
-        let pool = self.pool_without_leftovers(&plan)?;
-        let mut undo = Undo {
-            hv: &self.hv,
-            out: self.out,
-            vlan,
-            steps: Vec::new(),
-        };
+        let pool = self.pool_without_leftovers(&plan, &records)?;
+        checkpoint::after(vlan, "pool")?;
+        let mut undo = Undo::new(&self.hv, self.out, vlan, &records);
         self.make_overlay(&plan, &pool, base, &mut undo)?;
         self.write_seed(&plan, &pool, &mut undo)?;
         self.define_and_start(&plan, opts.no_start, &mut undo)?;
         undo.disarm();
+        checkpoint::passed(vlan, "done");
+        // The domain owns its volumes now: the records have done their work.
+        for intent in self.matching_records(vlan, &records, &self.footprint(vlan))? {
+            records.remove(&intent)?;
+        }
         Ok(Created::New)
+    }
+
+    /// What the configuration gives `vlan`'s headnode on the host.
+    pub(super) fn footprint(&self, vlan: Vlan) -> Footprint {
+        Footprint::of(&self.config, vlan)
     }
 
     /// The config dir shared into the guest as `/etc/moc`, with its `machines.txt`.
@@ -169,7 +142,11 @@ impl Session {
     fn allow_config_share(&self, vlan: Vlan) -> anyhow::Result<()> {
         let (out, v) = (self.out, Some(vlan));
         let config = &self.config;
-        match apparmor::ensure_rule(&config.apparmor_abstraction, &config.config_root)? {
+        match apparmor::ensure_rule(
+            &config.apparmor_abstraction,
+            &config.config_root,
+            &config.lock_dir,
+        )? {
             apparmor::Outcome::Added(p) => out.step(
                 v,
                 format!(
@@ -192,17 +169,56 @@ impl Session {
         Ok(())
     }
 
-    /// Our headnode exists already: say so and change nothing.
-    fn leave_existing(&self, plan: &Plan, dom: &Domain) -> Created {
+    /// Our headnode exists already: say so and change nothing, unless an earlier create was
+    /// stopped after defining it (its records say so): then finish that create, starting it
+    /// unless `no_start`.
+    fn leave_existing(
+        &self,
+        plan: &Plan,
+        dom: &Domain,
+        records: &Records,
+        no_start: bool,
+    ) -> anyhow::Result<Created> {
+        let (v, name) = (Some(plan.vlan), &plan.domain_name);
+        let left = self.matching_records(plan.vlan, records, &self.footprint(plan.vlan))?;
+        let was_being_created = left.iter().any(|i| matches!(i, Intent::Domain { .. }));
+        if was_being_created && !no_start {
+            self.finish_start(plan.vlan, dom, name)?;
+        }
+        for intent in &left {
+            records.remove(intent)?;
+        }
+        if was_being_created {
+            return Ok(Created::New);
+        }
         let state = state_word(dom);
         self.out.step(
-            Some(plan.vlan),
-            format!(
-                "{} already exists ({state}); nothing changed",
-                plan.domain_name
-            ),
+            v,
+            format!("{name} already exists ({state}); nothing changed"),
         );
-        Created::Unchanged { state }
+        Ok(Created::Unchanged { state })
+    }
+
+    /// Start `dom`, which an interrupted create defined: from shut off, or from paused (where
+    /// libvirt leaves a start whose client went away mid-way).
+    fn finish_start(&self, vlan: Vlan, dom: &Domain, name: &str) -> anyhow::Result<()> {
+        let state = state_word(dom);
+        let started = match state.as_str() {
+            "shut off" | "crashed" => dom.create().map(|_| ()),
+            "paused" => dom.resume().map(|_| ()),
+            _ => return Ok(()),
+        };
+        // libvirt may still have been finishing the start the killed run asked for.
+        if let Err(e) = started {
+            if state_word(dom) != "running" {
+                return Err(e).with_context(|| format!("starting {name}"));
+            }
+        }
+        self.out.step(
+            Some(vlan),
+            format!("started {name} ({state} before): an interrupted create had defined it"),
+        );
+        Ok(())
     }
 
     /// What must be there before anything is made: both NICs' networks or bridges, and the
@@ -213,17 +229,31 @@ impl Session {
         base_image_info(&self.hv, &plan.base_image)
     }
 
-    /// The storage pool, made if needed, refusing to go on if it holds volumes of this headnode
-    /// that no domain uses: they are somebody's to look at, not ours to overwrite.
-    fn pool_without_leftovers(&self, plan: &Plan) -> anyhow::Result<StoragePool> {
+    /// The storage pool, made if needed, without the volumes an interrupted run of ours left
+    /// (its state records name them). It refuses to go on if the pool holds volumes of this
+    /// headnode that no record names: they are somebody's to look at, not ours to remove.
+    fn pool_without_leftovers(
+        &self,
+        plan: &Plan,
+        records: &Records,
+    ) -> anyhow::Result<StoragePool> {
         let pool = self.hv.ensure_pool(&plan.pool, &plan.pool_dir)?;
+        let left = self.matching_records(plan.vlan, records, &self.footprint(plan.vlan))?;
+        let removed = self.clear_leftovers(plan.vlan, records, &left)?;
+        if removed > 0 {
+            self.out.step(
+                Some(plan.vlan),
+                format!("removed {removed} volume(s) an interrupted run had left"),
+            );
+        }
         for name in [&plan.disk_volume, &plan.seed_volume] {
             if self.hv.find_volume(&pool, name)?.is_some() {
                 return Err(failure(
                     Kind::Refused,
                     format!(
-                        "volume {name} already exists in pool {} but no headnode uses it (left by an \
-                         interrupted run?); check it and remove it with `virsh vol-delete {name} --pool {}`",
+                        "volume {name} already exists in pool {} but no headnode uses it and no \
+                         state record of mkheadnode's says it made it; check it and remove it \
+                         with `virsh vol-delete {name} --pool {}`",
                         plan.pool, plan.pool
                     ),
                 ));
@@ -247,11 +277,12 @@ impl Session {
             &plan.base_image,
             &base_format,
         )?;
+        undo.record(&Intent::volume(
+            &self.footprint(plan.vlan),
+            &plan.disk_volume,
+        ))?;
+        checkpoint::after(plan.vlan, "overlay-record")?;
         self.hv.create_volume(pool, &plan.disk_volume, &xml)?;
-        undo.steps.push(UndoStep::Volume {
-            pool: plan.pool.clone(),
-            name: plan.disk_volume.clone(),
-        });
         self.out.step(
             Some(plan.vlan),
             format!(
@@ -260,18 +291,20 @@ impl Session {
                 plan.base_image.display()
             ),
         );
-        Ok(())
+        checkpoint::after(plan.vlan, "overlay")
     }
 
     /// The cloud-init seed, rendered, packed as an ISO image and written into its volume.
     fn write_seed(&self, plan: &Plan, pool: &StoragePool, undo: &mut Undo) -> anyhow::Result<()> {
         let image = seed::iso(&seed::files(plan)?)?;
         let xml = domain_xml::seed_volume(&plan.seed_volume, image.len() as u64)?;
+        undo.record(&Intent::volume(
+            &self.footprint(plan.vlan),
+            &plan.seed_volume,
+        ))?;
+        checkpoint::after(plan.vlan, "seed-record")?;
         let vol = self.hv.create_volume(pool, &plan.seed_volume, &xml)?;
-        undo.steps.push(UndoStep::Volume {
-            pool: plan.pool.clone(),
-            name: plan.seed_volume.clone(),
-        });
+        checkpoint::after(plan.vlan, "seed-volume")?;
         self.hv
             .write_volume(&vol, &image)
             .with_context(|| format!("writing seed {}", plan.seed_volume))?;
@@ -283,7 +316,7 @@ impl Session {
                 image.len() / 1024
             ),
         );
-        Ok(())
+        checkpoint::after(plan.vlan, "seed")
     }
 
     /// The domain, defined with autostart on, and started unless `no_start`.
@@ -295,12 +328,10 @@ impl Session {
                     .with_context(|| format!("creating log dir {}", dir.display()))?;
             }
         }
-        let dom = self
-            .hv
-            .define(&plan.domain_name, &domain_xml::domain(plan)?)?;
-        undo.steps.push(UndoStep::Domain {
-            name: plan.domain_name.clone(),
-        });
+        let xml = domain_xml::domain(plan)?;
+        undo.record(&Intent::domain(&self.footprint(plan.vlan)))?;
+        checkpoint::after(plan.vlan, "domain-record")?;
+        let dom = self.hv.define(&plan.domain_name, &xml)?;
         dom.set_autostart(true).context("turning autostart on")?;
         self.out.step(
             v,
@@ -309,11 +340,12 @@ impl Session {
                 plan.domain_name, plan.virt_type
             ),
         );
+        checkpoint::after(plan.vlan, "define")?;
         if !no_start {
             dom.create()
                 .with_context(|| format!("starting {}", plan.domain_name))?;
             self.out.step(v, format!("started {}", plan.domain_name));
         }
-        Ok(())
+        checkpoint::after(plan.vlan, "start")
     }
 }

@@ -34,7 +34,7 @@ impl Session {
     /// The headnode of `vlan`, if there is one. (The one place the node operations find a
     /// domain, through the ownership check every operation uses.)
     pub fn headnode(&self, vlan: Vlan) -> anyhow::Result<Option<Found>> {
-        let Some((dom, meta)) = owned_domain(&self.hv, vlan)? else {
+        let Some((dom, meta)) = owned_domain(&self.hv, &self.config, vlan)? else {
             return Ok(None);
         };
         let name = dom.name()?;

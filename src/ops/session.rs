@@ -7,10 +7,12 @@ use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
 use crate::host::virt_type::{self, Choice};
 use crate::model::config::Config;
-use crate::model::plan::{domain_name, Plan, VirtType};
+use crate::model::footprint::{domain_name, Footprint};
+use crate::model::plan::{Plan, VirtType};
 use crate::model::vlan::Vlan;
+use crate::ops::ownership;
 use crate::ops::report::Reporter;
-use crate::render::domain_xml::Metadata;
+use crate::render::domain_xml::{self, Metadata};
 use std::sync::OnceLock;
 use virt::domain::Domain;
 
@@ -26,21 +28,48 @@ pub struct Session {
     decided: OnceLock<Choice>,
 }
 
-/// Our metadata on the domain of `vlan`: `Ok(None)` if there is no such domain, an error of
-/// kind `Refused` if a domain of that name exists without our metadata.
-pub fn owned_domain(hv: &Hypervisor, vlan: Vlan) -> anyhow::Result<Option<(Domain, Metadata)>> {
+/// The domain named for `vlan` and our metadata on it, with what in it is not `vlan`'s (see
+/// [`ownership::mismatches`]): `Ok(None)` if there is no such domain, an error of kind `Refused`
+/// if a domain of that name exists without our metadata.
+pub fn headnode_domain(
+    hv: &Hypervisor,
+    config: &Config,
+    vlan: Vlan,
+) -> anyhow::Result<Option<(Domain, Metadata, Vec<String>)>> {
     let name = domain_name(vlan);
     let Some(dom) = hv.find_domain(&name)? else {
         return Ok(None);
     };
     match hv.metadata(&dom)? {
-        Some(meta) => Ok(Some((dom, meta))),
+        Some(meta) => {
+            let facts = domain_xml::live_facts(&hv.xml(&dom)?)?;
+            let problems = ownership::mismatches(&Footprint::of(config, vlan), &meta, &facts);
+            Ok(Some((dom, meta, problems)))
+        }
         None => Err(failure(
             Kind::Refused,
             format!(
                 "domain {name} exists but was not made by mkheadnode (it has no mkheadnode metadata); \
                  refusing to touch it. Rename or remove it yourself if it should go"
             ),
+        )),
+    }
+}
+
+/// Our headnode of `vlan`: `Ok(None)` if there is no domain of its name, an error of kind
+/// `Refused` if there is one that is not ours, or whose metadata does not match what the
+/// configuration gives `vlan` (a copy of another headnode's XML, say), saying why.
+pub fn owned_domain(
+    hv: &Hypervisor,
+    config: &Config,
+    vlan: Vlan,
+) -> anyhow::Result<Option<(Domain, Metadata)>> {
+    match headnode_domain(hv, config, vlan)? {
+        None => Ok(None),
+        Some((dom, meta, problems)) if problems.is_empty() => Ok(Some((dom, meta))),
+        Some((_, _, problems)) => Err(failure(
+            Kind::Refused,
+            ownership::refusal(&domain_name(vlan), &problems),
         )),
     }
 }

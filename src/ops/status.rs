@@ -1,29 +1,39 @@
 /*!
-`list` and `status`: what our headnodes look like to libvirt, as rows of a table or JSON.
+`list` and `status`: what our headnodes look like to libvirt, as rows of a table or JSON. A
+domain with our metadata that is not the headnode its name says (see
+[`crate::ops::ownership`]) is listed with the problem, and the table says it in a last column.
 */
 
 use crate::error::{failure, Kind};
-use crate::host::hypervisor::{state_word, Hypervisor};
+use crate::host::hypervisor::{domain_gone, state_word, Hypervisor};
+use crate::model::config::Config;
+use crate::model::footprint::{vlan_of_domain_name, Footprint};
 use crate::model::vlan::Vlan;
-use crate::ops::session::{owned_domain, Session};
+use crate::ops::ownership;
+use crate::ops::session::{headnode_domain, Session};
 use crate::render::domain_xml::{self, Metadata};
 use serde::Serialize;
 use virt::domain::Domain;
 
 impl Session {
-    /// Status of every headnode of ours.
+    /// Status of every domain that carries our metadata, each checked against its name's VLAN.
+    /// One removed meanwhile by another process is left out.
     pub fn list(&self) -> anyhow::Result<Vec<Status>> {
-        self.hv
-            .headnodes()?
-            .iter()
-            .map(|(d, m)| status_of(&self.hv, d, m))
-            .collect()
+        let mut out = Vec::new();
+        for (d, m) in self.hv.headnodes()? {
+            match status_of(&self.hv, &self.config, &d, &m) {
+                Ok(status) => out.push(status),
+                Err(e) if domain_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
-    /// Status of the headnode of `vlan`.
+    /// Status of the headnode of `vlan`; [`Status::problem`] says if it is not that VLAN's.
     pub fn status(&self, vlan: Vlan) -> anyhow::Result<Status> {
-        match owned_domain(&self.hv, vlan)? {
-            Some((d, m)) => status_of(&self.hv, &d, &m),
+        match headnode_domain(&self.hv, &self.config, vlan)? {
+            Some((d, m, _)) => status_of(&self.hv, &self.config, &d, &m),
             None => Err(failure(
                 Kind::NotFound,
                 format!("there is no headnode for VLAN {vlan}"),
@@ -53,13 +63,33 @@ pub struct Status {
     pub disk: String,
     /// Whether libvirt starts it with the host.
     pub autostart: bool,
+    /// Why this domain, though it carries our metadata, is not the headnode its name says
+    /// (mkheadnode then refuses to touch it); `null` when it is.
+    pub problem: Option<String>,
 }
 
-fn status_of(hv: &Hypervisor, dom: &Domain, meta: &Metadata) -> anyhow::Result<Status> {
+fn status_of(
+    hv: &Hypervisor,
+    config: &Config,
+    dom: &Domain,
+    meta: &Metadata,
+) -> anyhow::Result<Status> {
     let facts = domain_xml::live_facts(&hv.xml(dom)?)?;
+    let name = dom.name()?;
+    let problem = match vlan_of_domain_name(&name) {
+        None => Some(format!(
+            "its name is not headnode-<VLAN>, yet its metadata says VLAN {}",
+            meta.vlan
+        )),
+        Some(vlan) => {
+            let problems = ownership::mismatches(&Footprint::of(config, vlan), meta, &facts);
+            (!problems.is_empty()).then(|| problems.join("; "))
+        }
+    };
     Ok(Status {
         vlan: meta.vlan.id(),
-        domain: dom.name()?,
+        problem,
+        domain: name,
         state: state_word(dom),
         virt_type: facts.virt_type,
         private_mac: meta.private_mac.to_string(),
@@ -72,6 +102,20 @@ fn status_of(hv: &Hypervisor, dom: &Domain, meta: &Metadata) -> anyhow::Result<S
 
 /// Render statuses as an aligned table.
 pub fn table(rows: &[Status]) -> String {
+    let mut out = plain_table(rows);
+    for row in rows {
+        if let Some(problem) = &row.problem {
+            out.push_str(&format!(
+                "NOT OURS AS NAMED: {}: {problem}; mkheadnode will not touch it\n",
+                row.domain
+            ));
+        }
+    }
+    out
+}
+
+/// The aligned columns of [`table`].
+fn plain_table(rows: &[Status]) -> String {
     let header = [
         "VLAN",
         "DOMAIN",
@@ -137,11 +181,24 @@ mod tests {
             config_dir: "/var/lib/headnode-config/42".into(),
             disk: "/d.qcow2".into(),
             autostart: true,
+            problem: None,
         };
-        let t = table(&[row]);
+        let t = table(std::slice::from_ref(&row));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].find("DOMAIN"), lines[1].find("headnode-42"));
         assert_eq!(lines[0].find("DISK"), lines[1].find("/d.qcow2"));
+        let flagged = Status {
+            problem: Some("its metadata says VLAN 41".into()),
+            ..row
+        };
+        let t = table(&[flagged]);
+        assert!(
+            t.lines()
+                .nth(2)
+                .unwrap()
+                .contains("headnode-42: its metadata says VLAN 41"),
+            "{t}"
+        );
     }
 }

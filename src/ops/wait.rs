@@ -5,6 +5,7 @@ hypervisor. The phase shown on the progress line comes from what the log has rea
 */
 
 use crate::error::{failure, Kind};
+use crate::host::interrupt;
 use crate::model::console::BOOT_SIGN;
 use crate::model::plan::Plan;
 use crate::render::seed::{ready_marker, SETUP_DONE, SETUP_FAILED};
@@ -72,6 +73,16 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
         if start.elapsed() >= timeout {
             bar.finish_and_clear();
             return Err(timed_out(&pending, timeout));
+        }
+        if let Some(signal) = interrupt::requested() {
+            bar.finish_and_clear();
+            return Err(failure(
+                Kind::Other,
+                format!(
+                    "interrupted by {signal} while waiting: the headnodes were made and keep \
+                     booting; `mkheadnode status <vlan>` shows them"
+                ),
+            ));
         }
         bar.set_message(phases.join(", "));
         std::thread::sleep(Duration::from_millis(500));

@@ -8,9 +8,11 @@ Templates are ordinary XML files under `xml-templates/`. Two things are filled i
   fragment (such as one `<interface>`), which is parsed, not pasted.
 
 An unknown placeholder or slot, or a value left unused, is an error: a template and the code
-that fills it cannot drift apart silently.
+that fills it cannot drift apart silently. So is a value with a control character in an XML
+template: XML 1.0 cannot carry most of them, and libvirt would refuse the document.
 */
 
+use crate::model::text::control_problem;
 use anyhow::{anyhow, bail, Context as _};
 use quick_xml::events::{BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer};
@@ -66,6 +68,11 @@ pub fn render_text(template: &str, origin: &str, ctx: &Vars) -> anyhow::Result<S
 
 /// Render the XML `template` (its file name is `origin`, for errors) with `ctx`.
 pub fn render(template: &str, origin: &str, ctx: &Vars) -> anyhow::Result<String> {
+    for (name, value) in ctx.values.iter().chain(&ctx.optional) {
+        if let Some(problem) = control_problem(value) {
+            bail!("rendering template {origin}: the value of `{{{{{name}}}}}` {problem}");
+        }
+    }
     let mut used_values = BTreeSet::new();
     let mut used_slots = BTreeSet::new();
     let mut writer = Writer::new(Vec::new());
@@ -246,6 +253,14 @@ mod tests {
         )
         .unwrap();
         assert!(!out.contains("<evil/>"), "{out}");
+    }
+
+    #[test]
+    fn control_characters_in_values_are_refused() {
+        for bad in ["a\u{1}b", "x\ny", "del\u{7f}", "c1\u{85}"] {
+            let e = render("<n>{{v}}</n>", "t.xml", &Vars::new().value("v", bad)).unwrap_err();
+            assert!(format!("{e:#}").contains("`{{v}}`"), "{bad:?}: {e:#}");
+        }
     }
 
     #[test]
