@@ -241,6 +241,24 @@ impl Smoke {
         run(mkheadnode().args(args).args(self.flags()))
     }
 
+    /// Where the operator keeps the install profile before `profile add`.
+    fn profile_src(&self) -> PathBuf {
+        self.path("profile-src")
+    }
+
+    /// `mkheadnode nodes --json`'s rows, by MAC.
+    fn nodes(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let (code, out, err) = self.mk(&["nodes", &VLAN.to_string(), "--json"]);
+        assert_eq!(code, 0, "nodes: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        report["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["mac"].as_str().unwrap().to_string(), n.clone()))
+            .collect()
+    }
+
     fn headnode_log(&self) -> PathBuf {
         self.path(&format!("log/{HEADNODE}-serial.log"))
     }
@@ -311,7 +329,9 @@ impl Smoke {
     /// says whether it was refused, then boots the signed one; both over HTTP from nginx.
     fn operator_files(&self) -> PathBuf {
         let cfg = self.path(&format!("cfg/{VLAN}"));
-        let profile = cfg.join("profiles/smoke");
+        std::fs::create_dir_all(&cfg).unwrap();
+        // The profile is staged elsewhere: `mkheadnode profile add` puts it in the config dir.
+        let profile = self.profile_src();
         std::fs::create_dir_all(&profile).unwrap();
         for f in ["vmlinuz", "vmlinuz-bad", "initrd.gz"] {
             std::fs::copy(self.installer.join(f), profile.join(f)).unwrap();
@@ -336,6 +356,7 @@ impl Smoke {
         )
         .unwrap();
         sh("chmod", &["-R", "a+rX", cfg.to_str().unwrap()]);
+        sh("chmod", &["-R", "a+rX", profile.to_str().unwrap()]);
         let grub = profile.join("grub.cfg");
         let text = std::fs::read_to_string(&grub).unwrap();
         std::fs::write(&grub, text.replace("@GRUB_FETCH@", GRUB_FETCH)).unwrap();
@@ -541,10 +562,7 @@ impl Smoke {
         loop {
             let mut pending = None;
             for (i, node) in NODES.iter().enumerate() {
-                let text = String::from_utf8_lossy(
-                    &std::fs::read(self.node_log(node)).unwrap_or_default(),
-                )
-                .into_owned();
+                let text = console_text(&self.node_log(node));
                 while let Some((name, needle)) = plans[i].get(reached[i]) {
                     let Some(at) = text.get(offset[i]..).and_then(|t| t.find(needle.as_str()))
                     else {
@@ -610,6 +628,29 @@ impl Drop for Smoke {
         self.keep_artifacts();
         self.cleanup();
     }
+}
+
+/// A console log as text, without the terminal's escape sequences (firmware and boot loaders
+/// move the cursor in the middle of words).
+fn console_text(log: &Path) -> String {
+    let raw = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// What a node's console must show, in order, each with the name of its timing row.
@@ -685,7 +726,27 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
     }
     s.time("create + boot to ready (mkheadnode --wait)", t);
 
-    // 2. Inside the headnode.
+    // 2. The operator adds the install profile from the host; the running headnode publishes it.
+    let t = Instant::now();
+    let src = s.profile_src();
+    let (code, _, err) = s.mk(&[
+        "profile",
+        "add",
+        &VLAN.to_string(),
+        "smoke",
+        src.to_str().unwrap(),
+    ]);
+    if code != 0 || !err.contains("published profile smoke for BIOS (pxelinux.cfg) UEFI (grub.cfg)")
+    {
+        s.fail(
+            "profile add",
+            &format!("exit {code}: {err}"),
+            &s.headnode_log(),
+        );
+    }
+    s.time("profile add (copy, publish in the headnode)", t);
+
+    // Inside the headnode.
     s.check_headnode("");
     let (_, sockets) = guest("ss -0p | grep dhcpd");
     assert!(
@@ -734,15 +795,35 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
 
     // 3 + 4. The link tool arms every node for the profile, both loaders, and powers each on
     // through its BMC; each boots its own way and calls /boot-default/ from the installer.
-    let t = Instant::now();
-    let (code, out) = guest("mkheadnode-link --profile smoke");
-    let ipmi = NODES.iter().filter(|n| n.ipmi).count();
-    if code != 0 || out.matches("via ipmi").count() != ipmi {
+    // First armed only (--no-power): `nodes` shows every node armed for both loaders.
+    let vlan = VLAN.to_string();
+    let (code, out, err) = s.mk(&[
+        "install",
+        &vlan,
+        "--profile",
+        "smoke",
+        "--all",
+        "--no-power",
+    ]);
+    if code != 0 || out.matches("power left alone").count() != NODES.len() {
         s.fail(
-            "mkheadnode-link",
-            &format!("exit {code}:\n{out}"),
+            "install --no-power",
+            &format!("exit {code}:\n{out}\n{err}"),
             &s.headnode_log(),
         );
+    }
+    let nodes = s.nodes();
+    for node in &NODES {
+        let row = &nodes[node.mac];
+        assert_eq!(row["state"], "armed", "{}: {row}", node.label());
+        for loader in ["bios", "uefi"] {
+            assert_eq!(
+                row["boot"][loader]["profile"],
+                "smoke",
+                "{}: {row}",
+                node.label()
+            );
+        }
     }
     for node in &NODES {
         let dashed = node.dashed();
@@ -754,11 +835,44 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
             assert_eq!(got.trim(), target, "{link}");
         }
     }
+    // Then installed for real: the link tool powers the BIOS node on through its BMC.
+    let t = Instant::now();
+    let (code, out, err) = s.mk(&["install", &vlan, "--profile", "smoke", "--all"]);
+    let ipmi = NODES.iter().filter(|n| n.ipmi).count();
+    if code != 0 || out.matches("via ipmi").count() != ipmi {
+        s.fail(
+            "install",
+            &format!("exit {code}:\n{out}\n{err}"),
+            &s.headnode_log(),
+        );
+    }
     for node in NODES.iter().filter(|n| !n.ipmi) {
         let (code, _, err) = virsh(&["start", node.name]);
         assert_eq!(code, 0, "start {}: {err}", node.name);
     }
     s.follow_nodes(t, Duration::from_secs(900));
+    // `nodes` from the host: each one installed, disarmed by its own callback, holding a lease,
+    // and its last loader the one of its firmware.
+    let nodes = s.nodes();
+    for node in &NODES {
+        let row = &nodes[node.mac];
+        let loader = if node.firmware == Firmware::Bios {
+            "bios"
+        } else {
+            "uefi"
+        };
+        let want = [
+            (&row["state"], serde_json::json!("installed")),
+            (&row["boot"]["bios"], serde_json::Value::Null),
+            (&row["boot"]["uefi"], serde_json::Value::Null),
+            (&row["boot_default"]["status"], serde_json::json!(200)),
+            (&row["lease"]["state"], serde_json::json!("active")),
+            (&row["last_loader"]["loader"], serde_json::json!(loader)),
+        ];
+        for (got, want) in want {
+            assert_eq!(*got, want, "{}: {row}", node.label());
+        }
+    }
 
     // Evidence from the nodes' side: one install each, Secure Boot as each firmware had it, and
     // a kernel with a broken signature refused only where Secure Boot is on.
