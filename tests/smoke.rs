@@ -773,7 +773,15 @@ fn a_headnode_boots_and_installs_a_node_over_pxe() {
                 &s.headnode_log(),
             )
         });
-    if let Err(e) = tcp(&public_ip, 22) {
+    // The set-up makes the RSA host key after `done` and then reloads sshd, which re-executes
+    // itself: for a moment under emulation nothing listens. ssh must answer within a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ssh = tcp(&public_ip, 22);
+    while ssh.is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        ssh = tcp(&public_ip, 22);
+    }
+    if let Err(e) = ssh {
         s.fail(
             "ssh on the public side",
             &format!("{public_ip}:22: {e}"),
