@@ -77,7 +77,7 @@ fuzz-run:
 	set -e; for t in $(FUZZ_TARGETS); do \
 	  $(CARGO_FUZZ) run $$t fuzz/regressions/$$t -- -runs=0; \
 	  mkdir -p fuzz/corpus/$$t; \
-	  $(CARGO_FUZZ) run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	  $(CARGO_FUZZ) run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -dict=fuzz/dicts/$$t.dict \
 	    -max_total_time=$(FUZZ_RUN_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1; \
 	done
 

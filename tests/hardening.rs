@@ -447,6 +447,7 @@ fn volumes_no_matching_record_names_are_left_alone() {
     let target = format!("--target={}", other_dir.display());
     let (code, _, err) = virsh(&["pool-create-as", &other, "dir", &target]);
     assert_eq!(code, 0, "{err}");
+    let _other_goes = TransientPool(other.clone());
     let (code, _, err) = virsh(&["vol-create-as", &other, "headnode-4028.qcow2", "1M"]);
     assert_eq!(code, 0, "{err}");
     let dir = sb.path("state/vlan-4028");
@@ -478,5 +479,13 @@ fn volumes_no_matching_record_names_are_left_alone() {
         volumes_of(&sb, 4028),
         vec!["headnode-4028.qcow2".to_string()]
     );
-    virsh(&["pool-destroy", &other]);
+}
+
+/// A transient pool a test made, destroyed (and so gone) on drop, also when the test fails.
+struct TransientPool(String);
+
+impl Drop for TransientPool {
+    fn drop(&mut self) {
+        virsh(&["pool-destroy", &self.0]);
+    }
 }

@@ -233,9 +233,12 @@ impl Config {
                 self.pool
             )));
         }
-        if self.pool.is_empty() || self.pool.contains('/') {
+        // White space would not survive the trip through the domain's metadata, whose values
+        // are read back trimmed: the headnode would no longer look like ours.
+        if self.pool.is_empty() || self.pool.contains(|c: char| c == '/' || c.is_whitespace()) {
             return Err(bad(format!(
-                "pool = `{}` is not a usable storage pool name: use a name without `/`",
+                "pool = `{}` is not a usable storage pool name: use a name without `/` or \
+                 white space",
                 self.pool
             )));
         }
@@ -457,6 +460,7 @@ mod tests {
             ("disk_gib = 0", "disk_gib = 0"),
             ("disk_gib = 17179869184", "disk_gib = 17179869184 is too large"),
             ("pool = \"a/b\"", "pool = `a/b`"),
+            ("pool = \"mk \"", "pool = `mk ` is not a usable storage pool name"),
             ("[vlan_attachment]\nkind = \"bridge\"\nname = \"\"", "vlan_attachment.name"),
             ("[addressing]\nprivate_prefix = 31", "addressing.private_prefix = 31"),
             ("[addressing]\ndhcp_range_start = \"10.1.1.1\"", "outside"),
