@@ -5,12 +5,9 @@
 //! protocol as mkheadnode speaks it, against a real qemu-ga on a local socket. The tools are
 //! rendered from `render::seed`, exactly as the seed carries them.
 
-use crate::support::{free_port, run, wait_until};
+use crate::support::{free_port, guest_file, run, wait_until};
 use mkheadnode::model::agent;
-use mkheadnode::model::config::Config;
 use mkheadnode::model::nodes::{self, Report};
-use mkheadnode::model::plan::{Plan, VirtType};
-use mkheadnode::model::vlan::Vlan;
 use mkheadnode::render::seed;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -24,16 +21,6 @@ const NODE_B: &str = "52:54:00:0a:0b:0d";
 const NODE_C: &str = "52:54:00:0a:0b:0e";
 /// 2026-11-25 14:03:12 UTC.
 const T0: u64 = 1_795_615_392;
-
-fn guest_file(name: &str) -> String {
-    let plan = Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu);
-    seed::guest_files(&plan)
-        .unwrap()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .unwrap_or_else(|| panic!("no guest file {name}"))
-        .1
-}
 
 fn executable(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();

@@ -3,7 +3,7 @@
 //! through `grub-script-check`, and arming and disarming both loaders with the publish script,
 //! the link tool and the boot-default CGI on a temp TFTP root.
 
-use crate::support::{run, tool, Netns};
+use crate::support::{guest_file, run, tool, Netns};
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
@@ -15,15 +15,6 @@ use std::time::Duration;
 
 fn plan() -> Plan {
     Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu)
-}
-
-fn guest_file(name: &str) -> String {
-    seed::guest_files(&plan())
-        .unwrap()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .unwrap_or_else(|| panic!("no guest file {name}"))
-        .1
 }
 
 /// dhcpd serving the rendered config in a namespace of its own, and a script for the client
