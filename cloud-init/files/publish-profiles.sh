@@ -72,4 +72,5 @@ if [ -f "$manifest" ]; then
     done < "$manifest"
 fi
 for name in $listed; do echo "$name"; done > "$manifest.new"
+chmod 0644 "$manifest.new"
 mv "$manifest.new" "$manifest"
