@@ -617,7 +617,7 @@ impl Smoke {
     fn timing_table(&self) -> String {
         let mut out = String::from("\nsmoke timings (TCG)\n");
         for (name, d) in &self.timings {
-            out.push_str(&format!("  {name:<56} {:>7.1} s\n", d.as_secs_f64()));
+            out.push_str(&format!("  {name:<66} {:>7.1} s\n", d.as_secs_f64()));
         }
         out
     }
