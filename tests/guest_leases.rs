@@ -3,15 +3,11 @@
 //! lease of a client that sends a hostile host name and vendor class; and a property test of the
 //! parser (hypothesis, under Debian's python3 as in the guest).
 
-use crate::support::{run, Netns};
-use mkheadnode::model::config::Config;
-use mkheadnode::model::plan::{Plan, VirtType};
-use mkheadnode::model::vlan::Vlan;
+use crate::support::{run, Dhcpd};
 use mkheadnode::render::seed;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 /// The node whose install link an attacker wants to reset, and its address.
 const VICTIM: &str = "aa:bb:cc:dd:ee:02";
@@ -247,63 +243,18 @@ fn boot_default_answers_503_when_the_leases_cannot_be_read() {
     );
 }
 
-/// dhcpd serving the rendered config in a network namespace; stopped on drop (before the
-/// namespace goes).
-struct Dhcp {
-    dir: tempfile::TempDir,
-    dhcpd: Child,
-    ns: Netns,
-}
-
-impl Dhcp {
-    fn start() -> Dhcp {
-        let ns = Netns::new("leases");
-        let dir = tempfile::tempdir().unwrap();
-        let plan = Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu);
-        std::fs::write(
-            dir.path().join("dhcpd.conf"),
-            seed::dhcpd_conf(&plan).unwrap(),
-        )
-        .unwrap();
-        let dhcpd = ns
-            .dhcpd(dir.path())
-            .arg("-q")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        Dhcp { dir, dhcpd, ns }
-    }
-
-    /// A DHCP exchange with these client options; the address the client got.
-    fn lease(&self, options: &[&str]) -> String {
-        let script = self.dir.path().join("bound.sh");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"ip=$ip\"\nexit 0\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (code, out, err) = self.ns.udhcpc(&script, options);
-        assert_eq!(code, 0, "udhcpc got no lease:\n{out}\n{err}");
-        out.lines()
-            .find_map(|l| l.strip_prefix("ip="))
-            .unwrap_or_else(|| panic!("no address:\n{out}"))
-            .to_string()
-    }
-}
-
-impl Drop for Dhcp {
-    fn drop(&mut self) {
-        let _ = self.dhcpd.kill();
-        let _ = self.dhcpd.wait();
-    }
+/// A DHCP exchange with these client options; the address the client got.
+fn leased_address(dhcp: &Dhcpd, options: &[&str]) -> String {
+    let out = dhcp.ask(&["ip"], options);
+    out.lines()
+        .find_map(|l| l.strip_prefix("ip="))
+        .unwrap_or_else(|| panic!("no address:\n{out}"))
+        .to_string()
 }
 
 #[test]
 fn boot_default_reads_a_real_dhcpd_lease_of_a_client_with_a_hostile_host_name() {
-    let dhcp = Dhcp::start();
+    let dhcp = Dhcpd::start("leases");
     let client = dhcp.ns.client_mac();
     // The host name carries braces, semicolons and `#` (dhcpd writes it as sent, in quotes);
     // the vendor class also quotes and backslashes (which dhcpd escapes). Each smuggles a
@@ -314,7 +265,7 @@ fn boot_default_reads_a_real_dhcpd_lease_of_a_client_with_a_hostile_host_name() 
     let hostname = format!("x; }} {} # {{", fake("192.168.10.99"));
     let hex: String = hostname.bytes().map(|b| format!("{b:02x}")).collect();
     let vendor = format!("v\"; }} {} \"", fake("192.168.10.98"));
-    let address = dhcp.lease(&["-x", &format!("0x0c:{hex}"), "-V", &vendor]);
+    let address = leased_address(&dhcp, &["-x", &format!("0x0c:{hex}"), "-V", &vendor]);
     let file = dhcp.dir.path().join("dhcpd.leases");
     let written = std::fs::read_to_string(&file).unwrap();
     // dhcpd really wrote the crafted strings into its lease file.

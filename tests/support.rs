@@ -3,6 +3,8 @@
 
 #[cfg(feature = "host-tests")]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "host-tests")]
+use std::process::Child;
 use std::process::{Command, Output};
 #[cfg(feature = "host-tests")]
 use std::time::{Duration, Instant};
@@ -239,5 +241,74 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// dhcpd serving the seed's `dhcpd.conf` (a default headnode for VLAN 42) in a namespace of its
+/// own, for real DHCP exchanges from its `peer0`; dhcpd is stopped on drop, before the
+/// namespace goes.
+#[cfg(feature = "host-tests")]
+pub struct Dhcpd {
+    /// dhcpd's own files: `dhcpd.conf`, `dhcpd.leases`, its pid file.
+    pub dir: tempfile::TempDir,
+    child: Child,
+    /// The namespace; its `peer0` is the client's interface.
+    pub ns: Netns,
+}
+
+#[cfg(feature = "host-tests")]
+impl Dhcpd {
+    /// dhcpd up in a new namespace named after `tag`.
+    pub fn start(tag: &str) -> Dhcpd {
+        use mkheadnode::model::config::Config;
+        use mkheadnode::model::plan::{Plan, VirtType};
+        use mkheadnode::model::vlan::Vlan;
+        use mkheadnode::render::seed;
+        use std::process::Stdio;
+        let ns = Netns::new(tag);
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu);
+        std::fs::write(
+            dir.path().join("dhcpd.conf"),
+            seed::dhcpd_conf(&plan).unwrap(),
+        )
+        .unwrap();
+        let child = ns
+            .dhcpd(dir.path())
+            .arg("-q")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        Dhcpd { dir, child, ns }
+    }
+
+    /// One DHCP exchange from `peer0` with these client options, which must get a lease; the
+    /// reply's `vars` (udhcpc's names, e.g. `ip`, `boot_file`, `vendor`) as `name=value` lines.
+    pub fn ask(&self, vars: &[&str], options: &[&str]) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        let script = self.dir.path().join("bound.sh");
+        let echoes: String = vars
+            .iter()
+            .map(|v| format!("echo \"{v}=${v}\"\n"))
+            .collect();
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\n[ \"$1\" = bound ] || exit 0\n{echoes}exit 0\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (code, out, err) = self.ns.udhcpc(&script, options);
+        assert_eq!(code, 0, "udhcpc {options:?} got no lease:\n{out}\n{err}");
+        out
+    }
+}
+
+#[cfg(feature = "host-tests")]
+impl Drop for Dhcpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -3,95 +3,39 @@
 //! through `grub-script-check`, and arming and disarming both loaders with the publish script,
 //! the link tool and the boot-default CGI on a temp TFTP root.
 
-use crate::support::{guest_file, run, tool, Netns};
-use mkheadnode::model::config::Config;
-use mkheadnode::model::plan::{Plan, VirtType};
-use mkheadnode::model::vlan::Vlan;
+use crate::support::{guest_file, run, tool, Dhcpd};
 use mkheadnode::render::seed;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-fn plan() -> Plan {
-    Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu)
-}
+/// The client's MAC: every byte below 0x10 must still be written in two digits.
+const CLIENT_MAC: &str = "52:54:00:0a:0b:0c";
 
-/// dhcpd serving the rendered config in a namespace of its own, and a script for the client
-/// that prints what the server answered; dhcpd is stopped on drop.
-struct DhcpBed {
-    ns: Netns,
-    dir: tempfile::TempDir,
-    dhcpd: Child,
-}
-
-impl DhcpBed {
-    const CLIENT_MAC: &'static str = "52:54:00:0a:0b:0c";
-
-    fn start() -> DhcpBed {
-        let ns = Netns::new("uefi");
-        tool(
-            "ip",
-            &[
-                "-n",
-                &ns.0,
-                "link",
-                "set",
-                "peer0",
-                "address",
-                Self::CLIENT_MAC,
-            ],
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("dhcpd.conf"),
-            seed::dhcpd_conf(&plan()).unwrap(),
-        )
-        .unwrap();
-        let dhcpd = ns
-            .dhcpd(dir.path())
-            .arg("-q")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // The client script prints what the server answered; it configures nothing.
-        let script = dir.path().join("print.sh");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"boot_file=$boot_file\" && echo \"vendor=$vendor\"\nexit 0\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        DhcpBed { ns, dir, dhcpd }
-    }
-
-    /// One DHCP exchange from `peer0` with these extra client options; the reply's fields.
-    fn ask(&self, options: &[&str]) -> String {
-        let (code, out, err) = self.ns.udhcpc(&self.dir.path().join("print.sh"), options);
-        assert_eq!(code, 0, "udhcpc {options:?} got no lease:\n{out}\n{err}");
-        out
-    }
-}
-
-impl Drop for DhcpBed {
-    fn drop(&mut self) {
-        let _ = self.dhcpd.kill();
-        let _ = self.dhcpd.wait();
-    }
+/// dhcpd up, its client `peer0` with [`CLIENT_MAC`]; one exchange gives the boot file and the
+/// vendor class the server answered with.
+fn dhcp_bed() -> Dhcpd {
+    let dhcp = Dhcpd::start("uefi");
+    tool(
+        "ip",
+        &[
+            "-n", &dhcp.ns.0, "link", "set", "peer0", "address", CLIENT_MAC,
+        ],
+    );
+    dhcp
 }
 
 #[test]
 fn dhcpd_gives_each_client_architecture_its_loader() {
-    let bed = DhcpBed::start();
+    let bed = dhcp_bed();
+    let ask = |options: &[&str]| bed.ask(&["boot_file", "vendor"], options);
     let node = "01-52-54-00-0a-0b-0c";
     // BIOS PXE (architecture 0), and a client that sends no architecture at all.
     for options in [
         &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"][..],
         &[][..],
     ] {
-        let reply = bed.ask(options);
+        let reply = ask(options);
         assert!(
             reply.contains("boot_file=pxelinux.0\n"),
             "{options:?}:\n{reply}"
@@ -101,14 +45,14 @@ fn dhcpd_gives_each_client_architecture_its_loader() {
     // every byte of the MAC in two digits (dhcpd's binary-to-ascii drops leading zeros).
     for arch in ["0007", "0009"] {
         let vendor = format!("PXEClient:Arch:0{arch}:UNDI:003016");
-        let reply = bed.ask(&["-V", &vendor, "-x", &format!("0x5d:{arch}")]);
+        let reply = ask(&["-V", &vendor, "-x", &format!("0x5d:{arch}")]);
         assert!(
             reply.contains(&format!("boot_file=uefi/{node}/shimx64.efi\n")),
             "arch {arch}:\n{reply}"
         );
     }
     // UEFI HTTP Boot (16): a URL on the headnode's nginx, and the answer names HTTPClient.
-    let reply = bed.ask(&["-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010"]);
+    let reply = ask(&["-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010"]);
     assert!(
         reply.contains(&format!(
             "boot_file=http://192.168.10.254/uefi/{node}/shimx64.efi\n"
