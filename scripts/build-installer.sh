@@ -52,10 +52,5 @@ mmd -i "$ESP@@1M" ::/EFI ::/EFI/BOOT
 mcopy -i "$ESP@@1M" "$SRC/shimx64.efi" ::/EFI/BOOT/BOOTX64.EFI
 mcopy -i "$ESP@@1M" "$SRC/grubx64.efi" ::/EFI/BOOT/grubx64.efi
 mcopy -i "$ESP@@1M" "$WORK/local-grub.cfg" ::/EFI/BOOT/grub.cfg
-# OVMF tries its built-in UEFI shell before this disk's entry, and without Secure Boot the
-# shell runs (under Secure Boot it is refused, unsigned); its start-up script boots the disk, as
-# the disk's own entry would.
-printf 'fs0:\r\n\\EFI\\BOOT\\BOOTX64.EFI\r\n' > "$WORK/startup.nsh"
-mcopy -i "$ESP@@1M" "$WORK/startup.nsh" ::/startup.nsh
 mv "$ESP" "$SRC/esp.raw"
 echo "==> UEFI local disk: $SRC/esp.raw"

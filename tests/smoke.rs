@@ -393,12 +393,6 @@ impl Smoke {
         // UEFI: OVMF with a fresh copy of its variables; Secure Boot: q35 with SMM and the
         // variables with Microsoft's keys, which trust Debian's shim. The NIC has no option ROM,
         // so OVMF's own PXE stack runs, as a server's firmware would.
-        // UEFI nodes' disks are SATA: OVMF finds no boot entry for a virtio disk behind the NIC
-        // in the boot order, and without Secure Boot runs its UEFI shell instead.
-        let (disk_dev, disk_bus) = match node.firmware {
-            Firmware::Bios => ("vda", "virtio"),
-            Firmware::Uefi | Firmware::SecureBoot => ("sda", "sata"),
-        };
         let (machine, format, firmware, features, rom) = match node.firmware {
             Firmware::Bios => ("pc", "qcow2", "<bios useserial='yes'/>".to_string(), "", ""),
             Firmware::Uefi | Firmware::SecureBoot => {
@@ -425,7 +419,7 @@ impl Smoke {
              <os><type arch='x86_64' machine='{machine}'>hvm</type>{firmware}\
              <boot dev='network'/><boot dev='hd'/></os><features><acpi/>{features}</features>\
              <devices><disk type='file' device='disk'><driver name='qemu' type='{format}'/>\
-             <source file='{disk_str}'/><target dev='{disk_dev}' bus='{disk_bus}'/></disk>\
+             <source file='{disk_str}'/><target dev='vda' bus='virtio'/></disk>\
              <interface type='network'><mac address='{mac}'/><source network='{VLAN_NET}'/>\
              <model type='virtio'/>{rom}</interface>\
              <serial type='file'><source path='{log}' append='on'/><target port='0'/></serial>\
