@@ -253,7 +253,7 @@ pub struct SeedFiles {
     pub user_data: String,
     /// `meta-data`.
     pub meta_data: String,
-    /// `network-config` (version 2).
+    /// `network-config` (version 1).
     pub network_config: String,
 }
 
@@ -385,13 +385,16 @@ mod tests {
         assert!(f.meta_data.contains("instance-id: \"mkheadnode-vlan42\""));
         assert!(f
             .network_config
-            .contains("macaddress: \"52:54:00:4d:00:2a\""));
+            .contains("mac_address: \"52:54:00:4d:00:2a\""));
         assert!(f
             .network_config
-            .contains("macaddress: \"52:54:00:4d:10:2a\""));
+            .contains("mac_address: \"52:54:00:4d:10:2a\""));
         assert!(f
             .network_config
-            .contains("addresses: [\"192.168.10.254/24\", \"10.0.0.254/24\"]"));
+            .contains("address: \"192.168.10.254/24\"\n"));
+        assert!(f
+            .network_config
+            .contains("address: \"10.0.0.254/24\"\n"));
     }
 
     #[test]
