@@ -99,6 +99,11 @@ if systemctl is-enabled $units netfilter-persistent 2>/dev/null | grep -qvx enab
 fi
 systemctl daemon-reload &
 reload=$!
+# The firewall loads (its kernel modules take seconds under emulation) while the TFTP root is
+# filled; nothing is started before both are done.
+say "loading the firewall"
+{ iptables-restore < /etc/iptables/rules.v4 && ip6tables-restore < /etc/iptables/rules.v6; } &
+firewall=$!
 
 step="filling {{tftp_root}}"; say "$step"
 modules=""
@@ -127,9 +132,8 @@ install -m 0644 /usr/local/share/mkheadnode/grub.cfg {{tftp_root}}/grub/grub.cfg
 install -d -o root -g root -m 0755 {{tftp_root}}/{{pxelinux_cfg}} {{tftp_root}}/{{uefi_dir}}
 install -m 0644 /usr/local/share/mkheadnode/pxelinux-default {{tftp_root}}/{{pxelinux_cfg}}/default
 
-step="loading the firewall"; say "$step"
-iptables-restore < /etc/iptables/rules.v4
-ip6tables-restore < /etc/iptables/rules.v6
+step="loading the firewall"
+wait "$firewall"
 
 step="reloading systemd"
 wait "$reload"

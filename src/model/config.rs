@@ -148,7 +148,7 @@ impl Default for Config {
             lock_dir: PathBuf::from("/run/mkheadnode"),
             state_dir: PathBuf::from("/var/lib/mkheadnode/state"),
             log_dir: PathBuf::from("/var/log/libvirt/qemu"),
-            memory_mib: 1024,
+            memory_mib: 512,
             vcpus: 2,
             tcg_tb_cache_mib: DEFAULT_TCG_TB_CACHE_MIB,
             virt_type: VirtTypeChoice::Auto,

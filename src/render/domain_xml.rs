@@ -345,7 +345,7 @@ mod tests {
             ]
         );
         assert!(xml.contains("<name>headnode-42</name>"));
-        assert!(xml.contains(r#"<memory unit="MiB">1024</memory>"#));
+        assert!(xml.contains(r#"<memory unit="MiB">512</memory>"#));
         assert!(xml.contains("org.qemu.guest_agent.0"));
         assert!(xml.contains("headnode-42-serial.log"));
     }

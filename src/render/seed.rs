@@ -392,9 +392,7 @@ mod tests {
         assert!(f
             .network_config
             .contains("address: \"192.168.10.254/24\"\n"));
-        assert!(f
-            .network_config
-            .contains("address: \"10.0.0.254/24\"\n"));
+        assert!(f.network_config.contains("address: \"10.0.0.254/24\"\n"));
     }
 
     #[test]
