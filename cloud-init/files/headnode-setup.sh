@@ -64,8 +64,9 @@ need /usr/lib/shim/shimx64.efi.signed shim-signed
 need /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed grub-efi-amd64-signed
 step="installing packages"
 if [ -n "$missing" ]; then
-    # cloud-init's config stage owns apt's sources and debconf until it is done.
-    settle cloud-config.service
+    # cloud-init's config stage owns apt's sources and debconf until it is done, unless it
+    # waits for this set-up (images made for mkheadnode order it so).
+    systemctl show -P After cloud-config.service | grep -qw $unit || settle cloud-config.service
     say "installing:$missing"
     # Packages must not start their daemons with the packaged configuration (nginx's default
     # site on every address) before the seed's configuration and the firewall are in place.

@@ -290,10 +290,20 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("plain values always serialize")
 }
 
+/// The last file the seed's write_files writes: the set-up's go.
+pub const SETUP_GO_FILE: &str = "/run/mkheadnode/seed-files-written";
+
+/// The set-up's trigger: a path unit that starts it once cloud-init has written its go.
+fn setup_go() -> String {
+    format!("--path-property=PathExists={SETUP_GO_FILE}")
+}
+
 /// Render the seed files of a planned headnode.
 pub fn files(plan: &Plan) -> anyhow::Result<SeedFiles> {
     let a = &plan.addressing;
     let mut user = Vars::new()
+        .value("setup_go", yaml(&setup_go()))
+        .value("setup_go_file", yaml(SETUP_GO_FILE))
         .value("hostname", yaml(&plan.hostname))
         .value("ssh_authorized_keys", yaml(&plan.ssh_authorized_keys))
         .value(
@@ -393,6 +403,21 @@ mod tests {
             .network_config
             .contains("address: \"192.168.10.254/24\"\n"));
         assert!(f.network_config.contains("address: \"10.0.0.254/24\"\n"));
+    }
+
+    #[test]
+    fn the_set_up_goes_only_after_the_last_file_is_written() {
+        let f = files(&plan_with_keys(vec![])).unwrap();
+        let last = f.user_data.rsplit("\n  - path: ").next().unwrap();
+        assert!(
+            last.starts_with(&format!("\"{SETUP_GO_FILE}\"\n")),
+            "the last file written is not the go: {last}"
+        );
+        let go = format!("--path-property=PathExists={SETUP_GO_FILE}");
+        assert!(
+            f.user_data.contains(&go),
+            "the set-up does not wait for its go"
+        );
     }
 
     #[test]
