@@ -140,13 +140,19 @@ step="reloading systemd"
 wait "$reload"
 
 step="starting $units"; say "$step"
+# At first boot this runs inside cloud-init's init stage, before sysinit.target, and every
+# service would wait for the end of that stage (seconds under emulation) for nothing it needs:
+# the disks, eth0, the firewall and the services' files are all in place by now. So they start
+# with their ordering ignored, one after another where one needs the other (share, then the
+# profiles on it).
+now=--job-mode=ignore-dependencies
 # Queued first and waited for below, so the share mounts while the services start.
-systemctl start --no-block etc-moc.mount mkheadnode-profiles.service
+systemctl start --no-block $now etc-moc.mount
 # One call, so systemd starts them in parallel.
-systemctl restart $units
+systemctl restart $now $units
 
 step="publishing install profiles"
-systemctl start etc-moc.mount mkheadnode-profiles.service ||
+{ systemctl start $now etc-moc.mount && systemctl start $now mkheadnode-profiles.service; } ||
     say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
 say "done"
 
