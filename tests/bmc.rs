@@ -8,6 +8,7 @@
 
 use crate::support::{free_port, run, virsh, wait_until, SYSTEM_URI};
 use mkheadnode::render::seed;
+use std::io::{BufRead as _, BufReader};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,14 +18,10 @@ use std::time::Duration;
 const URI: &str = SYSTEM_URI;
 
 fn wait_port(port: u16) {
-    wait_for(("127.0.0.1", port));
-}
-
-fn wait_for(address: (&str, u16)) {
-    let listens = || TcpStream::connect(address).is_ok();
+    let listens = || TcpStream::connect(("127.0.0.1", port)).is_ok();
     assert!(
         wait_until(Duration::from_secs(20), listens),
-        "nothing listens on {address:?}"
+        "nothing listens on port {port}"
     );
 }
 
@@ -373,26 +370,44 @@ struct Standin {
 }
 
 impl Standin {
+    /// The stand-in up and listening, on a port no other test (of this run or another) holds.
     fn start(address: &str, mode: &str, tls: Option<&Tls>) -> Standin {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("requests");
         std::fs::write(&log, "").unwrap();
-        let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bmc_standin.py");
-        let mut cmd = Command::new("python3");
-        cmd.args([script, address, &port.to_string(), mode])
-            .arg(&log)
-            .stderr(Stdio::null());
-        if let Some(tls) = tls {
-            cmd.arg(&tls.cert).arg(&tls.key);
-        }
-        let server = Server(cmd.spawn().unwrap());
-        wait_for((address, port));
-        Standin {
-            _server: server,
-            log,
-            port,
-            _dir: dir,
+        let mut tries = 0;
+        loop {
+            let port = free_port();
+            let mut cmd = Command::new("python3");
+            cmd.args([script, address, &port.to_string(), mode])
+                .arg(&log)
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+            if let Some(tls) = tls {
+                cmd.arg(&tls.cert).arg(&tls.key);
+            }
+            let mut server = Server(cmd.spawn().unwrap());
+            // It says `listening` once its socket is bound, or ends saying why not.
+            let mut said = String::new();
+            BufReader::new(server.0.stdout.take().unwrap())
+                .read_line(&mut said)
+                .unwrap();
+            if said == "listening\n" {
+                return Standin {
+                    _server: server,
+                    log,
+                    port,
+                    _dir: dir,
+                };
+            }
+            let _ = server.0.wait();
+            let why = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+            tries += 1;
+            assert!(
+                why.contains("Address already in use") && tries < 5,
+                "the stand-in did not start on {address}:{port}: {why}"
+            );
         }
     }
 
