@@ -29,6 +29,7 @@ const DISARM_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-disarm
 const SUDOERS_DISARM: &str = include_str!("../../cloud-init/files/sudoers-disarm");
 const LINK_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-link.py");
 const NODES_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-nodes.py");
+const LEASES_MODULE_PY: &str = include_str!("../../cloud-init/files/leases.py");
 const PUBLISH_PROFILES: &str = include_str!("../../cloud-init/files/publish-profiles.sh");
 const SETUP_SCRIPT: &str = include_str!("../../cloud-init/files/headnode-setup.sh");
 const RULES_V4: &str = include_str!("../../cloud-init/files/rules.v4");
@@ -73,6 +74,9 @@ pub const RESERVED_NAMES: &[&str] = &[
 ];
 /// Where the guest installs the boot-default CGI.
 pub const CGI_PATH: &str = "/usr/local/lib/mkheadnode/boot-default";
+/// The dhcpd.leases parser the CGI and the nodes tool share (a Python module, loaded by its
+/// path), beside the CGI.
+pub const LEASES_MODULE: &str = "/usr/local/lib/mkheadnode/leases.py";
 /// The one program the web server's user may run as root (through sudo): it removes one MAC's
 /// install links.
 pub const DISARM_HELPER: &str = "/usr/local/sbin/mkheadnode-disarm";
@@ -138,6 +142,7 @@ pub fn layout() -> Vars {
         .optional("efi_dir", EFI_DIR)
         .optional("uefi_dir", UEFI_DIR)
         .optional("cgi_path", CGI_PATH)
+        .optional("leases_module", LEASES_MODULE)
         .optional("disarm_helper", DISARM_HELPER)
         .optional("reserved_names", reserved.join(" | "))
         .optional("reserved_names_py", json(&reserved))
@@ -151,6 +156,11 @@ fn with_layout(template: &str, origin: &str) -> anyhow::Result<String> {
 /// The boot-default CGI program (Python 3), as installed in the guest.
 pub fn boot_default_cgi() -> anyhow::Result<String> {
     with_layout(BOOT_DEFAULT_CGI, "files/boot-default.cgi")
+}
+
+/// The dhcpd.leases parser (Python 3), as installed in the guest at [`LEASES_MODULE`].
+pub fn leases_module() -> anyhow::Result<String> {
+    with_layout(LEASES_MODULE_PY, "files/leases.py")
 }
 
 /// mkheadnode-disarm (Python 3), as installed in the guest at [`DISARM_HELPER`].
@@ -220,6 +230,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("grub_cfg", render_text(GRUB_CFG, "files/grub.cfg", &addr)?),
         ("nginx_site", NginxSite::for_plan(plan).render()?),
         ("boot_default_cgi", boot_default_cgi()?),
+        ("leases_module", leases_module()?),
         ("disarm_tool", disarm_tool()?),
         ("sudoers_disarm", sudoers_disarm()?),
         ("link_tool", link_tool()?),
