@@ -38,6 +38,7 @@ const MODULES_9P: &str = include_str!("../../cloud-init/files/modules-9p.conf");
 const MOC_MOUNT: &str = include_str!("../../cloud-init/files/etc-moc.mount");
 const MOC_FAILED: &str = include_str!("../../cloud-init/files/mkheadnode-moc-failed.service");
 const PROFILES_SERVICE: &str = include_str!("../../cloud-init/files/mkheadnode-profiles.service");
+const MEMORY_PER_BOOT: &str = include_str!("../../cloud-init/files/memory-per-boot.sh");
 
 /// Where the guest keeps what it serves over TFTP and HTTP.
 pub const TFTP_ROOT: &str = "/var/lib/tftpboot";
@@ -249,6 +250,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("moc_mount", MOC_MOUNT.to_string()),
         ("moc_failed_service", MOC_FAILED.to_string()),
         ("profiles_service", PROFILES_SERVICE.to_string()),
+        ("memory_per_boot", MEMORY_PER_BOOT.to_string()),
     ])
 }
 const META_DATA: &str = include_str!("../../cloud-init/meta-data.yaml");
