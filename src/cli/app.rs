@@ -3,7 +3,7 @@ Running a parsed command line: load settings, connect, dispatch, and sum up bulk
 */
 
 use crate::cli::args::{Cli, Command, CreateArgs, GlobalArgs};
-use crate::cli::bulk::{each, on_this_machine};
+use crate::cli::bulk::each;
 use crate::cli::docs;
 use crate::cli::operate;
 use crate::error::{failure, Kind};
@@ -100,9 +100,6 @@ fn teardown(
         }
         return Ok(());
     }
-    if purge {
-        on_this_machine(&g.connect, "teardown --purge")?;
-    }
     interrupt::install()?;
     let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
     each(&vlans, out, g.jobs.into(), |v| {
@@ -156,7 +153,6 @@ fn check(g: &GlobalArgs, config: &Config, vlans: Option<&str>) -> anyhow::Result
         Some(spec) => vlan::parse_list(spec)?,
         None => Vec::new(),
     };
-    on_this_machine(&g.connect, "check")?;
     let hv = Hypervisor::connect(&g.connect);
     let findings = check::run(config, hv.as_ref(), &vlans);
     print!("{}", check::render(&findings));
@@ -189,10 +185,6 @@ fn create(
     if cli.global.dry_run {
         return dry_run(&cli.global.connect, &config, &vlans);
     }
-    on_this_machine(
-        &cli.global.connect,
-        if rebuild { "rebuild" } else { "create" },
-    )?;
     interrupt::install()?;
     let session = Session::new(config, Hypervisor::connect(&cli.global.connect)?, out);
     let opts = CreateOptions {
@@ -213,7 +205,7 @@ fn create(
     let mut started = started.into_inner().unwrap_or_else(PoisonError::into_inner);
     started.sort_by_key(|p| p.vlan);
     if args.wait && !started.is_empty() {
-        wait_for(&started, args, out)?;
+        wait_for(&session.hv, &started, args, out)?;
     }
     result
 }
@@ -257,22 +249,32 @@ fn create_one(
 }
 
 /// `--wait`: until every started headnode is ready, then say how to reach each.
-fn wait_for(started: &[Plan], args: &CreateArgs, out: Reporter) -> anyhow::Result<()> {
+fn wait_for(
+    hv: &Hypervisor,
+    started: &[Plan],
+    args: &CreateArgs,
+    out: Reporter,
+) -> anyhow::Result<()> {
     wait::until_ready(
-        started,
+        started.iter().map(|p| wait::Watched::new(hv, p)).collect(),
         Duration::from_secs(args.timeout.unwrap_or(CreateArgs::DEFAULT_TIMEOUT)),
         out.verbosity > Verbosity::Quiet,
     )?;
+    let virsh = if hv.is_local() {
+        "virsh".to_string()
+    } else {
+        format!("virsh -c '{}'", hv.uri())
+    };
     for plan in started {
         let name = &plan.domain_name;
         // ssh logs in with a key only.
         let reach = if plan.ssh_authorized_keys.is_empty() {
             format!(
-                "`virsh console {name}` from here (no ssh key is configured: --ssh-key adds one)"
+                "`{virsh} console {name}` from here (no ssh key is configured: --ssh-key adds one)"
             )
         } else {
             format!(
-                "ssh to {} from the VLAN, `virsh console {name}` from here",
+                "ssh to {} from the VLAN, `{virsh} console {name}` from here",
                 plan.addressing.private_address
             )
         };

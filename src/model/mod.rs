@@ -15,4 +15,5 @@ pub mod nodes;
 pub mod plan;
 pub mod profile;
 pub mod text;
+pub mod uri;
 pub mod vlan;

@@ -15,11 +15,12 @@ teardown.
 use crate::error::{failure, kind_of, Kind};
 use crate::host::apparmor;
 use crate::host::attachment;
+use crate::host::config_pool;
 use crate::host::hostprep;
 use crate::host::hypervisor::state_word;
 use crate::host::images::base_image_info;
 use crate::host::records::Records;
-use crate::model::footprint::Footprint;
+use crate::model::footprint::{Footprint, POOL_MODE};
 use crate::model::intent::Intent;
 use crate::model::machines::Machine;
 use crate::model::plan::Plan;
@@ -115,7 +116,11 @@ impl Session {
     /// The config dir shared into the guest as `/etc/moc`, with its `machines.txt`.
     fn make_config_dir(&self, plan: &Plan, machines: Option<&[Machine]>) -> anyhow::Result<()> {
         let v = Some(plan.vlan);
-        let dir = hostprep::ensure_config_dir(&plan.config_dir, machines)?;
+        let dir = if self.hv.is_local() {
+            hostprep::ensure_config_dir(&plan.config_dir, machines)?
+        } else {
+            config_pool::ensure(&self.hv, &self.footprint(plan.vlan), machines)?
+        };
         if dir.created_dir {
             self.out.step(
                 v,
@@ -142,6 +147,10 @@ impl Session {
     fn allow_config_share(&self, vlan: Vlan) -> anyhow::Result<()> {
         let (out, v) = (self.out, Some(vlan));
         let config = &self.config;
+        if !self.hv.is_local() {
+            out.step(v, apparmor::remote_note(&self.hv.security_models()?));
+            return Ok(());
+        }
         match apparmor::ensure_rule(
             &config.apparmor_abstraction,
             &config.config_root,
@@ -237,7 +246,7 @@ impl Session {
         plan: &Plan,
         records: &Records,
     ) -> anyhow::Result<StoragePool> {
-        let pool = self.hv.ensure_pool(&plan.pool, &plan.pool_dir)?;
+        let (pool, _) = self.hv.ensure_pool(&plan.pool, &plan.pool_dir, POOL_MODE)?;
         let left = self.matching_records(plan.vlan, records, &self.footprint(plan.vlan))?;
         let removed = self.clear_leftovers(plan.vlan, records, &left)?;
         if removed > 0 {
@@ -297,7 +306,7 @@ impl Session {
     /// The cloud-init seed, rendered, packed as an ISO image and written into its volume.
     fn write_seed(&self, plan: &Plan, pool: &StoragePool, undo: &mut Undo) -> anyhow::Result<()> {
         let image = seed::iso(&seed::files(plan)?)?;
-        let xml = domain_xml::seed_volume(&plan.seed_volume, image.len() as u64)?;
+        let xml = domain_xml::raw_volume(&plan.seed_volume, image.len() as u64)?;
         undo.record(&Intent::volume(
             &self.footprint(plan.vlan),
             &plan.seed_volume,

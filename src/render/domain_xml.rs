@@ -80,10 +80,11 @@ fn interface(nic: &Nic, vlan: Vlan) -> anyhow::Result<String> {
 }
 
 /// The XML of our directory storage pool.
-pub fn pool(name: &str, dir: &Path) -> anyhow::Result<String> {
+pub fn pool(name: &str, dir: &Path, mode: u32) -> anyhow::Result<String> {
     let ctx = Vars::new()
         .value("name", name)
-        .value("path", path_str(dir)?);
+        .value("path", path_str(dir)?)
+        .value("mode", format!("{mode:04o}"));
     render(POOL, "pool.xml", &ctx)
 }
 
@@ -102,8 +103,9 @@ pub fn overlay_volume(
     render(OVERLAY_VOLUME, "overlay-volume.xml", &ctx)
 }
 
-/// The XML of a raw volume that will receive the seed image.
-pub fn seed_volume(name: &str, capacity: u64) -> anyhow::Result<String> {
+/// The XML of a raw volume (a plain file in a dir pool, mode 0644) that will receive the seed
+/// image or a config file.
+pub fn raw_volume(name: &str, capacity: u64) -> anyhow::Result<String> {
     let ctx = Vars::new().value("name", name).value("capacity", capacity);
     render(SEED_VOLUME, "seed-volume.xml", &ctx)
 }
@@ -392,8 +394,8 @@ mod tests {
         )
         .unwrap();
         assert!(xml.contains("<path>/base/img.qcow2</path>") && xml.contains(">10737418240<"));
-        assert!(seed_volume("s.iso", 65536).unwrap().contains(">65536<"));
-        assert!(pool("mkheadnode", Path::new("/var/lib/x"))
+        assert!(raw_volume("s.iso", 65536).unwrap().contains(">65536<"));
+        assert!(pool("mkheadnode", Path::new("/var/lib/x"), 0o711)
             .unwrap()
             .contains("<path>/var/lib/x</path>"));
     }
