@@ -42,6 +42,8 @@ inner() {
     chown --reference="$dir/skel/$d" "/var/lib/libvirt/$d"
     chmod --reference="$dir/skel/$d" "/var/lib/libvirt/$d"
   done
+  mkdir -p /var/log/libvirt/qemu
+  chmod 0755 /var/log/libvirt/qemu
   mount --bind "$dir/etc-libvirt" /etc/libvirt
   mkdir -p /var/lib/mkheadnode/base /run/sshd /run/lock
   chmod 0755 /run/sshd
@@ -114,7 +116,7 @@ EOF
   cat > "$dir/ssh" <<EOF
 #!/bin/sh
 exec ssh -o UserKnownHostsFile=$dir/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes \\
-  -o IdentitiesOnly=yes -o IdentityFile=$dir/id_ed25519 -o ConnectTimeout=10 "\$@"
+  -o IdentitiesOnly=yes -o IdentityFile=$dir/id_ed25519 -o ConnectTimeout=60 "\$@"
 EOF
   chmod 0755 "$dir/ssh"
 

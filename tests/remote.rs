@@ -2,7 +2,7 @@
 //! `qemu+ssh://` as an operator reaches a hypervisor from a control machine. The second host is
 //! a [`TestHost`]: namespaces of its own on this machine, torn down on drop.
 
-use crate::support::{run, virsh, TestHost};
+use crate::support::{mkheadnode, run, virsh, OpenDir, TestHost};
 
 #[test]
 fn the_test_host_is_a_libvirt_of_its_own() {
@@ -24,4 +24,167 @@ fn the_test_host_is_a_libvirt_of_its_own() {
     // Its own state dirs: what this machine's mkheadnode keeps is not there.
     let (code, out, err) = run(host.exec("ls").arg("-A").arg("/var/lib/headnode-config"));
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
+}
+
+/// The VLAN the remote headnode serves (the tests of remote operation use 4050-4069).
+const VLAN: &str = "4052";
+
+/// A test host with what a headnode there needs: a VLAN network and a public network (both
+/// isolated, inside its namespace), and local lock and state dirs for this machine's side.
+struct Remote {
+    host: TestHost,
+    here: OpenDir,
+}
+
+impl Remote {
+    fn new(tag: &str) -> Remote {
+        let host = TestHost::start(tag);
+        for net in ["fleet-v4052", "fleet-pub"] {
+            let xml = format!("/tmp/{net}-{}.xml", std::process::id());
+            std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
+            for args in [vec!["net-define", xml.as_str()], vec!["net-start", net]] {
+                let (code, _, err) = host.virsh(&args);
+                assert_eq!(code, 0, "{args:?}: {err}");
+            }
+            std::fs::remove_file(&xml).unwrap();
+        }
+        Remote {
+            host,
+            here: OpenDir::new(&format!("fleet-here-{tag}")),
+        }
+    }
+
+    /// mkheadnode on this machine, driving the test host.
+    fn mk(&self, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = mkheadnode();
+        cmd.args(args)
+            .args([
+                "--connect",
+                &self.host.uri,
+                "--virt-type",
+                "qemu",
+                "--vcpus",
+                "1",
+            ])
+            .args([
+                "--vlan-network",
+                "fleet-v{vlan}",
+                "--public-network",
+                "fleet-pub",
+            ])
+            .arg("--lock-dir")
+            .arg(self.here.path.join("lock"))
+            .arg("--state-dir")
+            .arg(self.here.path.join("state"));
+        run(&mut cmd)
+    }
+
+    /// A shell command run on the test host; its standard output.
+    fn sh(&self, script: &str) -> String {
+        let (code, out, err) = run(&mut self.host.exec(script));
+        assert_eq!(code, 0, "{script}: {err}");
+        out
+    }
+}
+
+#[test]
+fn a_headnode_on_another_host_through_qemu_ssh() {
+    let r = Remote::new("e2e");
+    // An install profile already in place on the hypervisor (`profile add` works on it only):
+    // the headnode publishes it at its first boot.
+    r.sh(&format!(
+        "mkdir -p /var/lib/headnode-config/{VLAN}/profiles/fleet && printf 'DEFAULT local\\n\
+         LABEL local\\n  LOCALBOOT 0\\n' > /var/lib/headnode-config/{VLAN}/profiles/fleet/pxelinux.cfg \
+         && chmod -R a+rX /var/lib/headnode-config"
+    ));
+    let machines = r.here.path.join("machines.txt");
+    std::fs::write(&machines, "52:54:00:fe:40:52 10.0.0.7\n").unwrap();
+
+    // Create, and wait for the PXE stack: the console through libvirt's stream, not a file.
+    let t = std::time::Instant::now();
+    let (code, out, err) = r.mk(&[
+        VLAN,
+        "--machines",
+        machines.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "900",
+    ]);
+    assert_eq!(code, 0, "create --wait: {out}{err}");
+    assert!(err.contains("headnode-4052 is ready"), "{err}");
+    assert!(err.contains("virsh -c 'qemu+ssh://"), "{err}");
+    eprintln!("remote create --wait: {:.0} s", t.elapsed().as_secs_f64());
+    // Everything is on the test host, nothing here.
+    let (_, here, _) = virsh(&["list", "--all", "--name"]);
+    assert!(!here.lines().any(|l| l == "headnode-4052"), "{here}");
+    assert_eq!(
+        r.sh(&format!("cat /var/lib/headnode-config/{VLAN}/machines.txt")),
+        "52:54:00:fe:40:52 10.0.0.7\n"
+    );
+    assert_eq!(
+        r.sh(&format!("stat -c '%a %U' /var/lib/headnode-config/{VLAN} /var/lib/headnode-config/{VLAN}/machines.txt")),
+        "755 root\n644 root\n"
+    );
+    assert!(!std::path::Path::new("/var/lib/headnode-config/4052").exists());
+
+    // status and list over the remote URI.
+    let (code, out, err) = r.mk(&["status", VLAN, "--json"]);
+    assert_eq!(code, 0, "status: {err}");
+    let row: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(row["state"], "running", "{row}");
+    let macs = (row["private_mac"].clone(), row["public_mac"].clone());
+
+    // install and nodes, through the guest agent over the same URI.
+    let (code, out, err) = r.mk(&["install", VLAN, "--profile", "fleet", "--all", "--no-power"]);
+    assert_eq!(code, 0, "install: {out}{err}");
+    assert!(
+        out.contains("ok") && out.contains("52:54:00:fe:40:52"),
+        "{out}"
+    );
+    let (code, out, err) = r.mk(&["nodes", VLAN, "--json"]);
+    assert_eq!(code, 0, "nodes: {err}");
+    assert!(
+        out.contains("52:54:00:fe:40:52") && out.contains("armed"),
+        "{out}"
+    );
+
+    // check says what it can and cannot see there.
+    let (_, out, err) = r.mk(&["check", VLAN]);
+    assert!(
+        out.contains("not reachable through libvirt") || out.contains("not used by libvirt there"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("pool mkheadnode-config-4052, mode 0755"),
+        "{out}"
+    );
+
+    // rebuild keeps the MACs and the config dir.
+    let (code, out, err) = r.mk(&["rebuild", VLAN]);
+    assert_eq!(code, 0, "rebuild: {out}{err}");
+    let (_, out, _) = r.mk(&["status", VLAN, "--json"]);
+    let row: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (row["private_mac"].clone(), row["public_mac"].clone()),
+        macs
+    );
+    assert_eq!(
+        r.sh(&format!("cat /var/lib/headnode-config/{VLAN}/machines.txt")),
+        "52:54:00:fe:40:52 10.0.0.7\n"
+    );
+
+    // teardown --purge removes the domain, its volumes and the config dir, through libvirt.
+    // (A profile tree is removed on the hypervisor itself, as `profile remove` runs there.)
+    r.sh(&format!("rm -r /var/lib/headnode-config/{VLAN}/profiles"));
+    let (code, out, err) = r.mk(&["teardown", VLAN, "--purge"]);
+    assert_eq!(code, 0, "teardown --purge: {out}{err}");
+    assert!(err.contains("removed config dir"), "{err}");
+    assert_eq!(
+        r.sh("ls -A /var/lib/headnode-config; ls -A /var/lib/mkheadnode/images"),
+        ""
+    );
+    let (_, doms, _) = r.host.virsh(&["list", "--all", "--name"]);
+    assert!(doms.trim().is_empty(), "{doms}");
+    let (_, pools, _) = r.host.virsh(&["pool-list", "--all", "--name"]);
+    assert!(!pools.contains("config-4052"), "{pools}");
 }
