@@ -15,8 +15,8 @@
 # bind-mounted read-only at /var/lib/mkheadnode/base.
 #
 # `up` writes DIR/env: ADDR, URI (with a known_hosts file pinned to the sshd's key, through the
-# ssh wrapper DIR/ssh) and MNTNS (the mount namespace's inode). `down` kills exactly the
-# processes inside that mount namespace (the daemons and any qemu they started), then removes
+# ssh wrapper DIR/ssh), MNTNS and NETNSINO (the namespaces' inodes). `down` kills exactly the
+# processes inside those namespaces (the daemons and any qemu they started), then removes
 # the network namespace; it is safe to call twice, and after a failed `up`.
 set -euo pipefail
 
@@ -72,6 +72,7 @@ up() {
 
   # The network: a /30 of our own, nothing routed beyond it.
   ip netns add "$name"
+  echo "NETNSINO=$(stat -L -c %i "/run/netns/$name")" >> "$dir/env"
   ip link add "$hostif" type veth peer name eth0 netns "$name"
   ip addr add "$peer/30" dev "$hostif"
   ip link set "$hostif" up
@@ -129,12 +130,16 @@ EOF
   } >> "$dir/env"
 }
 
-# Every process whose mount namespace is ours: only processes this script started (or their
-# children, such as qemu) can be in it.
+# Every process in our mount namespace or our network namespace: only processes this script
+# started, and what they started, can be in them (qemu gets a mount namespace of its own from
+# libvirt, but stays in libvirtd's network namespace).
 ours() {
-  local ns=$1 p
+  local mnt=$1 net=$2 p
   for p in /proc/[0-9]*; do
-    [ "$(stat -L -c %i "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && echo "${p#/proc/}"
+    if [ "$(stat -L -c %i "$p/ns/mnt" 2>/dev/null)" = "$mnt" ] ||
+       { [ -n "$net" ] && [ "$(stat -L -c %i "$p/ns/net" 2>/dev/null)" = "$net" ]; }; then
+      echo "${p#/proc/}"
+    fi
   done
   return 0
 }
@@ -145,12 +150,14 @@ down() {
   # shellcheck disable=SC1091
   . "$dir/env"
   local ns=${MNTNS:-$(cat "$dir/mntns" 2>/dev/null || true)}
+  local net=${NETNSINO:-}
+  [ "$net" != "$(stat -L -c %i /proc/self/ns/net)" ] || net=""
   if [ -n "$ns" ] && [ "$ns" != "$(stat -L -c %i /proc/self/ns/mnt)" ]; then
     local pids
-    pids=$(ours "$ns")
+    pids=$(ours "$ns" "$net")
     [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
     for _ in $(seq 50); do
-      pids=$(ours "$ns")
+      pids=$(ours "$ns" "$net")
       [ -z "$pids" ] && break
       sleep 0.1
     done

@@ -99,6 +99,8 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
     ));
     let machines = r.here.path.join("machines.txt");
     std::fs::write(&machines, "52:54:00:fe:40:52 10.0.0.7\n").unwrap();
+    let creds = r.here.path.join("bmc.conf");
+    std::fs::write(&creds, "[default]\ndriver = none\n").unwrap();
 
     // Create, and wait for the PXE stack: the console through libvirt's stream, not a file.
     let t = std::time::Instant::now();
@@ -106,6 +108,8 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
         VLAN,
         "--machines",
         machines.to_str().unwrap(),
+        "--bmc-conf",
+        creds.to_str().unwrap(),
         "--wait",
         "--timeout",
         "900",
@@ -124,6 +128,15 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
     assert_eq!(
         r.sh(&format!("stat -c '%a %U' /var/lib/headnode-config/{VLAN} /var/lib/headnode-config/{VLAN}/machines.txt")),
         "755 root\n644 root\n"
+    );
+    // The credentials: qemu's group (that of libvirt's qemu dir) may read them, nobody else.
+    let bmc = format!("/var/lib/headnode-config/{VLAN}/bmc.conf");
+    assert_eq!(
+        r.sh(&format!(
+            "stat -c '%a %u' {bmc}; [ $(stat -c %g {bmc}) = $(stat -c %g /var/lib/libvirt/qemu) ] \
+             && echo qemu-group; cat {bmc}"
+        )),
+        "640 0\nqemu-group\n[default]\ndriver = none\n"
     );
     assert!(!std::path::Path::new("/var/lib/headnode-config/4052").exists());
 
@@ -187,4 +200,183 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
     assert!(doms.trim().is_empty(), "{doms}");
     let (_, pools, _) = r.host.virsh(&["pool-list", "--all", "--name"]);
     assert!(!pools.contains("config-4052"), "{pools}");
+}
+
+/// What a fleet test makes on this machine's libvirt, removed on drop.
+struct HereToo {
+    tag: String,
+    nets: Vec<String>,
+}
+
+impl HereToo {
+    fn new(tag: String, nets: &[&str]) -> HereToo {
+        let here = HereToo {
+            tag,
+            nets: nets.iter().map(|n| (*n).to_string()).collect(),
+        };
+        for net in &here.nets {
+            let xml = format!("/tmp/{net}.xml");
+            std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
+            for args in [vec!["net-define", xml.as_str()], vec!["net-start", net]] {
+                let (code, _, err) = virsh(&args);
+                assert_eq!(code, 0, "{args:?}: {err}");
+            }
+            std::fs::remove_file(&xml).unwrap();
+        }
+        here
+    }
+}
+
+impl Drop for HereToo {
+    fn drop(&mut self) {
+        virsh(&["destroy", "headnode-4054"]);
+        virsh(&["undefine", "headnode-4054"]);
+        for pool in [self.tag.clone(), format!("{}-config-4054", self.tag)] {
+            let (_, vols, _) = virsh(&["vol-list", &pool]);
+            for vol in vols
+                .lines()
+                .skip(2)
+                .filter_map(|l| l.split_whitespace().next())
+            {
+                virsh(&["vol-delete", vol, "--pool", &pool]);
+            }
+            virsh(&["pool-destroy", &pool]);
+            virsh(&["pool-undefine", &pool]);
+        }
+        for net in &self.nets {
+            virsh(&["net-destroy", net]);
+            virsh(&["net-undefine", net]);
+        }
+        let _ = std::fs::remove_dir_all(format!("/var/lib/mkheadnode/{}", self.tag));
+        let _ = std::fs::remove_dir_all(format!("/var/lib/headnode-config/{}", self.tag));
+    }
+}
+
+#[test]
+fn a_fleet_run_places_each_vlan_on_its_host() {
+    // Three hosts: this machine (VLAN 4054), the test host (4055), and one that cannot be
+    // reached (4056: nothing listens on that loopback port). Paths are per test; on the test
+    // host they are in its own private dirs.
+    let r = Remote::new("fleet");
+    let tag = format!("fleet-test-{}", std::process::id());
+    let public = format!("fleet-pub-{}", std::process::id());
+    let _here = HereToo::new(tag.clone(), &["fleet-v4054", &public]);
+    for net in ["fleet-v4055", public.as_str()] {
+        let xml = format!("/tmp/{net}-there.xml");
+        std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
+        for args in [vec!["net-define", xml.as_str()], vec!["net-start", net]] {
+            assert_eq!(r.host.virsh(&args).0, 0, "{args:?}");
+        }
+        std::fs::remove_file(&xml).unwrap();
+    }
+    let config = r.here.path.join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "pool = \"{tag}\"\npool_dir = \"/var/lib/mkheadnode/{tag}/images\"\n\
+             config_root = \"/var/lib/headnode-config/{tag}\"\nvirt_type = \"qemu\"\n\
+             apparmor_abstraction = \"{}\"\nmemory_mib = 256\nvcpus = 1\n\
+             [vlan_attachment]\nkind = \"network\"\nname = \"fleet-v{{vlan}}\"\n\
+             [public_attachment]\nkind = \"network\"\nname = \"{public}\"\n\
+             [[hosts]]\nname = \"here\"\nuri = \"qemu:///system\"\nvlans = \"4054\"\n\
+             [[hosts]]\nname = \"there\"\nuri = \"{}\"\nvlans = \"4055\"\n\
+             [[hosts]]\nname = \"gone\"\nuri = \"qemu+ssh://root@127.0.0.1:1/system?no_tty=1\"\n\
+             vlans = \"4056\"\n",
+            r.here.path.join("libvirt-qemu").display(),
+            r.host.uri
+        ),
+    )
+    .unwrap();
+    let mk = |args: &[&str]| {
+        let mut cmd = mkheadnode();
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--lock-dir")
+            .arg(r.here.path.join("lock"))
+            .arg("--state-dir")
+            .arg(r.here.path.join("state"))
+            .args(args);
+        run(&mut cmd)
+    };
+
+    // A VLAN claimed twice is a configuration error naming both hosts.
+    let twice = r.here.path.join("twice.toml");
+    std::fs::write(
+        &twice,
+        "[[hosts]]\nname = \"a\"\nuri = \"qemu:///system\"\nvlans = \"10-20\"\n\
+         [[hosts]]\nname = \"b\"\nuri = \"qemu+ssh://b/system\"\nvlans = \"20\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(mkheadnode().arg("--config").arg(&twice).arg("list"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("VLAN 20 is claimed by two hosts, a and b"),
+        "{err}"
+    );
+
+    // One run: each VLAN on its host, the unreachable one failing with the reason.
+    let (code, out, err) = mk(&["4054-4056", "--no-start"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        err.contains("VLAN 4056: error: host gone cannot be reached"),
+        "{err}"
+    );
+    assert!(err.contains("1 of 3 hosts had failures: gone"), "{err}");
+    assert_eq!(virsh(&["domstate", "headnode-4054"]).1.trim(), "shut off");
+    assert_eq!(
+        r.host.virsh(&["domstate", "headnode-4055"]).1.trim(),
+        "shut off"
+    );
+    assert_ne!(
+        virsh(&["domstate", "headnode-4055"]).0,
+        0,
+        "4055 is not here"
+    );
+    assert_ne!(
+        r.host.virsh(&["domstate", "headnode-4054"]).0,
+        0,
+        "4054 is not there"
+    );
+
+    // list covers every host it can reach, with a HOST column, and says which it could not.
+    let (code, out, err) = mk(&["list"]);
+    assert_eq!(code, 4, "{out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("headnode-405")).collect();
+    assert!(out.starts_with("HOST"), "{out}");
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("here ") && l.contains("headnode-4054")),
+        "{out}"
+    );
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("there ") && l.contains("headnode-4055")),
+        "{out}"
+    );
+    assert!(err.contains("host(s) gone could not be reached"), "{err}");
+    // status finds the VLAN's host; --host narrows a run.
+    let (code, out, err) = mk(&["status", "4055", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"host\": \"there\""), "{out}");
+    let (code, out, _) = mk(&["list", "--host", "here"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("headnode-4054") && !out.contains("headnode-4055"),
+        "{out}"
+    );
+
+    // And away again, on both hosts at once.
+    let (code, out, err) = mk(&[
+        "teardown",
+        "4054-4055",
+        "--purge",
+        "--host",
+        "here",
+        "--host",
+        "there",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_ne!(virsh(&["domstate", "headnode-4054"]).0, 0);
+    assert_ne!(r.host.virsh(&["domstate", "headnode-4055"]).0, 0);
+    assert!(!std::path::Path::new(&format!("/var/lib/headnode-config/{tag}/4054")).exists());
 }

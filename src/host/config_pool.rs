@@ -1,26 +1,26 @@
 /*!
 The config dir of a headnode on another machine, made and filled through libvirt alone: the
 directory is a storage pool of type `dir` (building it makes the directory, owned by root with
-mode 0755), and `machines.txt` is a raw volume of that pool, which in a dir pool is the file
-itself. On this machine [`crate::host::hostprep`] writes the files directly instead.
+mode 0755), and `machines.txt` and `bmc.conf` are raw volumes of that pool, which in a dir pool
+are the files themselves (made with their owner and mode by libvirt). On this machine [`crate::host::hostprep`] writes the files directly instead.
 
 The protections of the local path, and what stands for them here:
 
-- A symbolic link in place of `machines.txt` is never written through. A file is only ever
+- A symbolic link in place of `machines.txt` or `bmc.conf` is never written through. A file is only ever
   written right after libvirt created it, and libvirt creates a dir pool's volume with
   `O_CREAT | O_EXCL`, which fails on anything already at that path, a link (even a dangling
   one) included. Replacing `machines.txt` deletes the old volume first, and deleting a volume
   of a dir pool unlinks that name: a link there goes, its target stays untouched. (Unlike the
   local path, which refuses such a link with exit status 6, libvirt cannot tell us a link from
-  a file, so a link in place of `machines.txt` is replaced when `--machines` is given, and left
-  alone otherwise.)
+  a file, so a link in place of one of them is replaced when `--machines` or `--bmc-conf` is
+  given, and left alone otherwise.)
 - The config dir is made by libvirt with its owner and mode, and removed (`teardown --purge`)
   only through the pool planned for the VLAN, only if that pool is at the planned directory,
   and only as far as its own plain entries go: the directory is removed only once empty, and
   nothing is ever followed.
 */
 
-use crate::host::hostprep::ConfigDirOutcome;
+use crate::host::hostprep::{ConfigDirOutcome, BMC_CONF_MODE};
 use crate::host::hypervisor::Hypervisor;
 use crate::model::footprint::{Footprint, CONFIG_DIR_MODE};
 use crate::model::machines::{self, Machine};
@@ -54,26 +54,57 @@ pub fn ensure(
         created_dir: defined,
         ..ConfigDirOutcome::default()
     };
-    let existing = hv.find_volume(&pool, MACHINES)?;
     let content = match machines {
         Some(list) => machines::render(list),
-        None if existing.is_some() => return Ok(outcome),
+        None if hv.find_volume(&pool, MACHINES)?.is_some() => return Ok(outcome),
         None => String::new(),
     };
-    if let Some(old) = existing {
-        old.delete(0)
-            .with_context(|| format!("removing the old {MACHINES} from {}", dir.display()))?;
-    }
-    let xml = domain_xml::raw_volume(MACHINES, content.len() as u64)?;
-    let vol = hv.create_volume(&pool, MACHINES, &xml)?;
+    put(hv, ours, MACHINES, content.as_bytes(), 0o644, 0)?;
     if content.is_empty() {
         outcome.created_machines = true;
     } else {
-        hv.write_volume(&vol, content.as_bytes())
-            .with_context(|| format!("uploading {MACHINES} into {}", dir.display()))?;
         outcome.installed_machines = true;
     }
     Ok(outcome)
+}
+
+/// Install `contents` as `bmc.conf` in the config dir of `ours` (made before), owned by root
+/// and qemu's group `qemu_gid`, mode [`BMC_CONF_MODE`].
+pub fn install_bmc_conf(
+    hv: &Hypervisor,
+    ours: &Footprint,
+    contents: &[u8],
+    qemu_gid: u32,
+) -> anyhow::Result<()> {
+    put(hv, ours, "bmc.conf", contents, BMC_CONF_MODE, qemu_gid)
+}
+
+/// Make `name` in the config dir of `ours` anew with `contents`, `mode`, root and `gid`: the
+/// old volume of that name (if any) is deleted, a new one created (with `O_EXCL`, see the module
+/// docs) and filled.
+fn put(
+    hv: &Hypervisor,
+    ours: &Footprint,
+    name: &str,
+    contents: &[u8],
+    mode: u32,
+    gid: u32,
+) -> anyhow::Result<()> {
+    let dir = ours.config_dir.display();
+    let pool = hv
+        .started_pool_at(&ours.config_pool, &ours.config_dir, &what(ours))?
+        .with_context(|| format!("storage pool {} went away", ours.config_pool))?;
+    if let Some(old) = hv.find_volume(&pool, name)? {
+        old.delete(0)
+            .with_context(|| format!("removing the old {name} from {dir}"))?;
+    }
+    let xml = domain_xml::raw_volume_as(name, contents.len() as u64, mode, gid)?;
+    let vol = hv.create_volume(&pool, name, &xml)?;
+    if !contents.is_empty() {
+        hv.write_volume(&vol, contents)
+            .with_context(|| format!("uploading {name} into {dir}"))?;
+    }
+    Ok(())
 }
 
 /// Remove the config dir of `ours` through its pool (defined for the purpose if an earlier

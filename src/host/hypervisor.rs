@@ -123,6 +123,32 @@ impl Hypervisor {
             .collect())
     }
 
+    /// The group qemu runs as there (libvirt's DAC base label, `+uid:+gid`), for files a
+    /// headnode must read and others must not.
+    pub fn qemu_gid(&self) -> anyhow::Result<u32> {
+        let caps = self
+            .conn
+            .capabilities()
+            .context("reading host capabilities")?;
+        caps.split("<baselabel")
+            .skip(1)
+            .filter_map(|s| s.split('>').nth(1)?.split('<').next())
+            .find_map(|label| {
+                label
+                    .rsplit(':')
+                    .next()?
+                    .trim_start_matches('+')
+                    .parse()
+                    .ok()
+            })
+            .with_context(|| {
+                format!(
+                    "libvirt at {} reports no DAC base label, so qemu's group is unknown",
+                    self.uri
+                )
+            })
+    }
+
     /// Whether a libvirt network of this name exists and is active.
     pub fn network_active(&self, name: &str) -> anyhow::Result<Option<bool>> {
         let net = optional(

@@ -39,6 +39,8 @@ use virt::storage_pool::StoragePool;
 pub struct CreateOptions {
     /// Install these (validated) machines as `machines.txt`.
     pub machines: Option<Vec<Machine>>,
+    /// Install this as `bmc.conf` (root and qemu's group, mode 0640).
+    pub bmc_conf: Option<Vec<u8>>,
     /// Define but do not start.
     pub no_start: bool,
 }
@@ -86,6 +88,9 @@ impl Session {
         let records = Records::of(&self.config.state_dir, vlan);
         let existing = owned_domain(&self.hv, &self.config, vlan)?;
         self.make_config_dir(&plan, opts.machines.as_deref())?;
+        if let Some(bmc) = &opts.bmc_conf {
+            self.install_bmc_conf(&plan, bmc)?;
+        }
         checkpoint::after(vlan, "config-dir")?;
         self.allow_config_share(vlan)?;
         checkpoint::after(vlan, "apparmor")?;
@@ -140,6 +145,24 @@ impl Session {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// `bmc.conf` in the config dir, readable by qemu's group only.
+    fn install_bmc_conf(&self, plan: &Plan, contents: &[u8]) -> anyhow::Result<()> {
+        let gid = self.hv.qemu_gid()?;
+        if self.hv.is_local() {
+            hostprep::install_bmc_conf(&plan.config_dir, contents, gid)?;
+        } else {
+            config_pool::install_bmc_conf(&self.hv, &self.footprint(plan.vlan), contents, gid)?;
+        }
+        self.out.step(
+            Some(plan.vlan),
+            format!(
+                "installed BMC credentials as {} (root:{gid}, mode 0640)",
+                plan.config_dir.join("bmc.conf").display()
+            ),
+        );
         Ok(())
     }
 

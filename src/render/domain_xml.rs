@@ -103,10 +103,19 @@ pub fn overlay_volume(
     render(OVERLAY_VOLUME, "overlay-volume.xml", &ctx)
 }
 
-/// The XML of a raw volume (a plain file in a dir pool, mode 0644) that will receive the seed
-/// image or a config file.
+/// The XML of a raw volume (a plain file in a dir pool, owned by root, mode 0644) that will
+/// receive the seed image or a config file.
 pub fn raw_volume(name: &str, capacity: u64) -> anyhow::Result<String> {
-    let ctx = Vars::new().value("name", name).value("capacity", capacity);
+    raw_volume_as(name, capacity, 0o644, 0)
+}
+
+/// The XML of a raw volume owned by root and group `gid`, with `mode`.
+pub fn raw_volume_as(name: &str, capacity: u64, mode: u32, gid: u32) -> anyhow::Result<String> {
+    let ctx = Vars::new()
+        .value("name", name)
+        .value("capacity", capacity)
+        .value("mode", format!("{mode:04o}"))
+        .value("group", gid);
     render(SEED_VOLUME, "seed-volume.xml", &ctx)
 }
 
