@@ -26,6 +26,23 @@ fn the_test_host_is_a_libvirt_of_its_own() {
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
 }
 
+/// Define and start isolated libvirt networks (a bridge each, no address, nothing routed) named
+/// `nets`, through `virsh` (this machine's or the test host's).
+fn isolated_networks(virsh: impl Fn(&[&str]) -> (i32, String, String), nets: &[&str]) {
+    for net in nets {
+        let xml = std::env::temp_dir().join(format!("{net}-{}.xml", std::process::id()));
+        std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
+        for args in [
+            vec!["net-define", xml.to_str().unwrap()],
+            vec!["net-start", net],
+        ] {
+            let (code, _, err) = virsh(&args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+        }
+        std::fs::remove_file(&xml).unwrap();
+    }
+}
+
 /// The VLAN the remote headnode serves (the tests of remote operation use 4050-4069).
 const VLAN: &str = "4052";
 
@@ -39,15 +56,7 @@ struct Remote {
 impl Remote {
     fn new(tag: &str) -> Remote {
         let host = TestHost::start(tag);
-        for net in ["fleet-v4052", "fleet-pub"] {
-            let xml = format!("/tmp/{net}-{}.xml", std::process::id());
-            std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
-            for args in [vec!["net-define", xml.as_str()], vec!["net-start", net]] {
-                let (code, _, err) = host.virsh(&args);
-                assert_eq!(code, 0, "{args:?}: {err}");
-            }
-            std::fs::remove_file(&xml).unwrap();
-        }
+        isolated_networks(|a| host.virsh(a), &["fleet-v4052", "fleet-pub"]);
         Remote {
             host,
             here: OpenDir::new(&format!("fleet-here-{tag}")),
@@ -214,15 +223,7 @@ impl HereToo {
             tag,
             nets: nets.iter().map(|n| (*n).to_string()).collect(),
         };
-        for net in &here.nets {
-            let xml = format!("/tmp/{net}.xml");
-            std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
-            for args in [vec!["net-define", xml.as_str()], vec!["net-start", net]] {
-                let (code, _, err) = virsh(&args);
-                assert_eq!(code, 0, "{args:?}: {err}");
-            }
-            std::fs::remove_file(&xml).unwrap();
-        }
+        isolated_networks(virsh, nets);
         here
     }
 }
@@ -261,14 +262,7 @@ fn a_fleet_run_places_each_vlan_on_its_host() {
     let tag = format!("fleet-test-{}", std::process::id());
     let public = format!("fleet-pub-{}", std::process::id());
     let _here = HereToo::new(tag.clone(), &["fleet-v4054", &public]);
-    for net in ["fleet-v4055", public.as_str()] {
-        let xml = format!("/tmp/{net}-there.xml");
-        std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
-        for args in [vec!["net-define", xml.as_str()], vec!["net-start", net]] {
-            assert_eq!(r.host.virsh(&args).0, 0, "{args:?}");
-        }
-        std::fs::remove_file(&xml).unwrap();
-    }
+    isolated_networks(|a| r.host.virsh(a), &["fleet-v4055", &public]);
     let config = r.here.path.join("fleet.toml");
     std::fs::write(
         &config,
