@@ -30,16 +30,16 @@ fn the_test_host_is_a_libvirt_of_its_own() {
 /// `nets`, through `virsh` (this machine's or the test host's).
 fn isolated_networks(virsh: impl Fn(&[&str]) -> (i32, String, String), nets: &[&str]) {
     for net in nets {
-        let xml = std::env::temp_dir().join(format!("{net}-{}.xml", std::process::id()));
-        std::fs::write(&xml, format!("<network><name>{net}</name></network>")).unwrap();
+        // A file of its own: tests on other hosts define networks of the same names at once.
+        let xml = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(xml.path(), format!("<network><name>{net}</name></network>")).unwrap();
         for args in [
-            vec!["net-define", xml.to_str().unwrap()],
+            vec!["net-define", xml.path().to_str().unwrap()],
             vec!["net-start", net],
         ] {
             let (code, _, err) = virsh(&args);
             assert_eq!(code, 0, "{args:?}: {err}");
         }
-        std::fs::remove_file(&xml).unwrap();
     }
 }
 
