@@ -100,6 +100,10 @@ datasource_list: [ NoCloud, None ]
 grub_dpkg:
   enabled: false
 CFG
+# cloud-init's systemd generator runs ds-identify, a shell script that probes every block device
+# and DMI for a datasource (~1 s under TCG, while systemd waits for its generators). This image
+# always has cloud-init on with NoCloud, which finds the seed itself.
+echo "policy: enabled" > "$ROOT/etc/cloud/ds-identify.cfg"
 # The PXE services stay enabled but masked (above): nothing serves before the seed has written
 # their configuration and the firewall, and unmasking them then is cheap (enabling Debian's
 # LSB-scripted ones would run update-rc.d, seconds each under TCG).
@@ -107,14 +111,33 @@ CFG
 # snapshots; there are none) competing with first boot.
 rm -f "$ROOT"/etc/systemd/system/timers.target.wants/*
 chroot "$ROOT" systemctl disable -q e2scrub_reap.service
-# Drivers for what a headnode VM never uses, loaded by udev at every boot otherwise (KVM inside
-# the guest, a floppy drive, the PC speaker).
+# Drivers for what a headnode VM never uses, loaded by udev at every boot otherwise: KVM inside
+# the guest, a floppy drive, the PC speaker, the chipset's IDE and SMBus (its disks and seed are
+# virtio), CPU frequency scaling, a PS/2 mouse. Each costs a signature check under TCG.
 cat > "$ROOT/etc/modprobe.d/mkheadnode-image.conf" <<'CFG'
 blacklist kvm_amd
 blacklist kvm_intel
 blacklist floppy
 blacklist pcspkr
+blacklist ata_piix
+blacklist ata_generic
+blacklist i2c_piix4
+blacklist powernow_k8
+blacklist acpi_cpufreq
+blacklist psmouse
+blacklist serio_raw
 CFG
+# Early units for what a headnode never uses: binary formats, hugepages, POSIX message queues,
+# debugfs and tracefs, and the DRM module systemd-logind asks for (there is no display).
+chroot "$ROOT" systemctl mask -q systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
+  dev-hugepages.mount dev-mqueue.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
+  modprobe@drm.service
+# cloud-init's config and final stages wait for the seed's set-up (a unit its init stage starts):
+# they have nothing the PXE stack needs, and under TCG they would take CPU from it.
+for stage in cloud-config cloud-final; do
+  mkdir -p "$ROOT/etc/systemd/system/$stage.service.d"
+  printf '[Unit]\nAfter=mkheadnode-setup.service\n' > "$ROOT/etc/systemd/system/$stage.service.d/mkheadnode.conf"
+done
 # An initramfs with only what mounting the root disk needs (virtio-blk, ext4): ~35 MB of every
 # driver is slow to load and unpack under TCG, and its udev probes them all.
 echo MODULES=list > "$ROOT/etc/initramfs-tools/conf.d/mkheadnode"

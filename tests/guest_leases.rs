@@ -3,9 +3,8 @@
 //! lease of a client that sends a hostile host name and vendor class; and a property test of the
 //! parser (hypothesis, under Debian's python3 as in the guest).
 
-use crate::support::{run, Dhcpd};
+use crate::support::{guest_program, run, Dhcpd};
 use mkheadnode::render::seed;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -37,9 +36,7 @@ impl Cgi {
         for sub in ["tftp/pxelinux.cfg", "tftp/uefi"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
-        let cgi = dir.path().join("cgi");
-        std::fs::write(&cgi, seed::boot_default_cgi().unwrap()).unwrap();
-        std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+        guest_program(dir.path(), "cgi", &seed::boot_default_cgi().unwrap());
         Cgi { dir }
     }
 
@@ -155,6 +152,16 @@ fn boot_default_refuses_leases_that_crafted_strings_comments_and_states_pretend(
         (
             "a lease nested in another block",
             format!("failover peer \"x\" state {{\n  {fake}\n}}\n"),
+        ),
+        (
+            "a binding state and the victim's MAC in a block nested in the lease",
+            lease(
+                ATTACKER_IP,
+                "aa:bb:cc:dd:ee:09",
+                "free",
+                FUTURE,
+                &format!("  on expiry {{\n    binding state active;\n    hardware ethernet {VICTIM};\n  }}\n"),
+            ),
         ),
     ];
     for (what, text) in &refused {
@@ -291,8 +298,11 @@ fn boot_default_reads_a_real_dhcpd_lease_of_a_client_with_a_hostile_host_name() 
 #[test]
 fn the_lease_parser_keeps_its_properties_on_generated_files() {
     let dir = tempfile::tempdir().unwrap();
-    let cgi = dir.path().join("boot-default");
-    std::fs::write(&cgi, seed::boot_default_cgi().unwrap()).unwrap();
+    let cgi = guest_program(
+        dir.path(),
+        "boot-default",
+        &seed::boot_default_cgi().unwrap(),
+    );
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/lease_properties.py"

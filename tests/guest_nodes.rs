@@ -5,7 +5,7 @@
 //! protocol as mkheadnode speaks it, against a real qemu-ga on a local socket. The tools are
 //! rendered from `render::seed`, exactly as the seed carries them.
 
-use crate::support::{free_port, guest_file, run, wait_until};
+use crate::support::{free_port, guest_file, guest_program, run, wait_until};
 use mkheadnode::model::agent;
 use mkheadnode::model::nodes::{self, Report};
 use mkheadnode::render::seed;
@@ -55,8 +55,8 @@ impl Bed {
         ] {
             std::fs::write(root.join(f), "").unwrap();
         }
-        executable(&bed.path("nodes"), &seed::nodes_tool().unwrap());
-        executable(&bed.path("link"), &seed::link_tool().unwrap());
+        guest_program(bed.dir.path(), "nodes", &seed::nodes_tool().unwrap());
+        guest_program(bed.dir.path(), "link", &seed::link_tool().unwrap());
         std::fs::write(
             bed.path("machines.txt"),
             format!(
@@ -335,6 +335,45 @@ fn the_nodes_tool_reports_each_machine_from_crafted_logs() {
     assert_eq!(c.last_dhcp, None);
     // Hostile bytes reach the JSON escaped.
     assert!(!raw.contains('\u{1b}'), "{raw}");
+}
+
+#[test]
+fn a_lease_file_read_from_inside_a_block_or_broken_midway_keeps_the_leases_before_the_break() {
+    let bed = Bed::new();
+    std::fs::write(bed.path("access.log"), "").unwrap();
+    std::fs::write(bed.path("journal"), "").unwrap();
+    let block = |ip: &str, mac: &str, extra: &str| {
+        format!(
+            "lease {ip} {{\n  starts epoch 1795615400;\n  ends never;\n  binding state active;\n  \
+             hardware ethernet {mac};\n{extra}}}\n"
+        )
+    };
+    // The tail of a large file begins inside a block (whose MAC it must not take); a backslash
+    // outside any string breaks the file before C's lease.
+    let leases = format!(
+        "  binding state active;\n  hardware ethernet {NODE_C};\n}}\n{}{}{}",
+        block("192.168.10.100", NODE_A, ""),
+        block("192.168.10.101", NODE_B, "  uid \\\"x\";\n"),
+        block("192.168.10.102", NODE_C, "")
+    );
+    std::fs::write(bed.path("leases"), &leases).unwrap();
+    let (report, _) = bed.nodes(&[]);
+    let ips: Vec<Option<&str>> = report
+        .nodes
+        .iter()
+        .map(|n| n.lease.as_ref().map(|l| l.ip.as_str()))
+        .collect();
+    assert_eq!(ips, [Some("192.168.10.100"), None, None], "{leases}");
+    assert_eq!(
+        report.problems[1..],
+        ["dhcpd.leases: unexpected '\\\\' at line 15; the leases from there on are left out"],
+        "{leases}"
+    );
+    // A lease still being written at the end is no problem.
+    std::fs::write(bed.path("leases"), &leases[..leases.find("  uid").unwrap()]).unwrap();
+    let (report, _) = bed.nodes(&[]);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.nodes[0].lease.is_some() && report.nodes[1].lease.is_none());
 }
 
 #[test]

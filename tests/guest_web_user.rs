@@ -3,7 +3,7 @@
 //! on this machine as www-data, in a temp TFTP root laid out by the set-up script's own
 //! `install -d` lines, with the rendered sudoers rule installed as a drop-in.
 
-use crate::support::{guest_file, run};
+use crate::support::{guest_file, guest_program, run};
 use mkheadnode::render::seed;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -65,8 +65,11 @@ impl Sandbox {
             .replace(seed::TFTP_ROOT, root.to_str().unwrap())
             .replace(seed::CGI_PATH, sandbox.cgi().to_str().unwrap());
         for (path, text) in [(sandbox.cgi(), cgi), (sandbox.helper(), helper)] {
-            std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            guest_program(
+                sandbox.dir.path(),
+                path.file_name().unwrap().to_str().unwrap(),
+                &text,
+            );
         }
         sandbox.install_sudoers();
         sandbox

@@ -547,6 +547,26 @@ impl Smoke {
         }
     }
 
+    /// `nodes --json` while `node` installs: its boot loader fetched since it was armed (its
+    /// installer has yet to load, so it cannot have called back), with a lease.
+    fn check_installing(&self, node: &Node) {
+        let nodes = self.nodes();
+        let row = &nodes[node.mac];
+        let loader = if node.firmware == Firmware::Bios {
+            "bios"
+        } else {
+            "uefi"
+        };
+        let last = row["last_loader"]["loader"].as_str().unwrap_or_default();
+        if row["state"] != "installing" || !last.starts_with(loader) || row["lease"].is_null() {
+            self.fail(
+                &format!("{}: nodes while it installs", node.label()),
+                &format!("want state installing, a {loader} loader and a lease: {row}"),
+                &self.node_log(node),
+            );
+        }
+    }
+
     /// Follow every node's console until each has shown all its [`milestones`] in order; each
     /// gets a timing row, from `since` to when it was first seen.
     fn follow_nodes(&mut self, since: Instant, timeout: Duration) {
@@ -566,6 +586,9 @@ impl Smoke {
                     offset[i] += at + needle.len();
                     reached[i] += 1;
                     self.time(format!("{}: power-on -> {name}", node.label()), since);
+                    if DURING.contains(name) {
+                        self.check_installing(node);
+                    }
                 }
             }
             let Some((node, name, needle)) = pending else {
@@ -648,6 +671,10 @@ fn console_text(log: &Path) -> String {
 }
 
 /// What a node's console must show, in order, each with the name of its timing row.
+/// The milestones at which `nodes` is asked about a node mid-install: its loader is running,
+/// and its kernel and initrd have yet to be fetched.
+const DURING: [&str; 2] = ["pxelinux running", "shim -> GRUB reads the node's config"];
+
 fn milestones(node: &Node) -> Vec<(&'static str, String)> {
     let dashed = node.dashed();
     let callback = (

@@ -72,6 +72,22 @@ pub fn guest_file(name: &str) -> String {
         .1
 }
 
+/// A guest program as a test runs it: `text` (rendered by `render::seed`) written to `dir/name`,
+/// executable, with the lease parser it may load written beside it (`dir/leases.py`) and its
+/// path to that pointed there. Returns the program's path.
+#[cfg(feature = "host-tests")]
+pub fn guest_program(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use mkheadnode::render::seed;
+    use std::os::unix::fs::PermissionsExt as _;
+    let module = dir.join("leases.py");
+    std::fs::write(&module, seed::leases_module().unwrap()).unwrap();
+    let path = dir.join(name);
+    let text = text.replace(seed::LEASES_MODULE, module.to_str().unwrap());
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 /// Ask `done` every 100 ms until it says yes or `timeout` has passed; returns whether it did.
 /// The one deadline loop of the tests: callers assert on the result, saying what they waited
 /// for, or clean up before they fail.

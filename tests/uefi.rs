@@ -3,9 +3,8 @@
 //! through `grub-script-check`, and arming and disarming both loaders with the publish script,
 //! the link tool and the boot-default CGI on a temp TFTP root.
 
-use crate::support::{guest_file, run, tool, Dhcpd};
+use crate::support::{guest_file, guest_program, run, tool, Dhcpd};
 use mkheadnode::render::seed;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -118,9 +117,7 @@ impl TftpBed {
             ("link", seed::link_tool().unwrap()),
             ("cgi", seed::boot_default_cgi().unwrap()),
         ] {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            guest_program(dir.path(), name, &text);
         }
         std::fs::write(
             dir.path().join("machines.txt"),

@@ -15,11 +15,13 @@ The web server's user cannot write the link directories: the links are removed b
 
 The caller holds the lease when the last `lease` block dhcpd wrote for the caller's address names
 that MAC, its binding state is active, and it ends in the future (or never). dhcpd.leases is
-parsed as dhcpd reads it, so text that a client chose (a host name with braces, semicolons or
-quotes) stays inside its quoted string and cannot make a lease of its own.
+parsed as dhcpd reads it, by the parser mkheadnode-nodes shares ({{leases_module}}), so text
+that a client chose (a host name with braces, semicolons or quotes) stays inside its quoted
+string and cannot make a lease of its own.
 """
 
-import calendar
+import functools
+import importlib.util
 import ipaddress
 import os
 import re
@@ -46,131 +48,47 @@ def log(remote, mac, outcome):
     print(f"mkheadnode boot-default: from {remote} mac={mac!r}: {outcome}", file=sys.stderr)
 
 
-class LeaseSyntax(ValueError):
-    """dhcpd.leases does not parse (for one, dhcpd is half-way through writing a lease)."""
+@functools.cache
+def lease_parser():
+    """The dhcpd.leases parser, shared with mkheadnode-nodes: {{leases_module}}, root's like this
+    file. Loaded on first use (mkheadnode-disarm loads this file for disarm_links alone), and
+    nothing is written beside it."""
+    sys.dont_write_bytecode = True
+    spec = importlib.util.spec_from_file_location("mkheadnode_leases", "{{leases_module}}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-# dhcpd.leases as dhcpd's own reader sees it (dhcpd.leases(5), dhcpd's conflex.c): white space;
-# `#` comments to the end of the line; strings in double quotes, where a backslash escapes the
-# next character (dhcpd writes `\"`, `\\` and octal `\ooo` there), and which hold client-supplied
-# text such as client-hostname, braces, semicolons and `#` included; punctuation; and words
-# (addresses, dates, keywords) of anything else. ASCII white space only, as dhcpd's.
-TOKEN = re.compile(r"""\s+|\#[^\n]*|(?P<string>"(?:[^"\\]|\\.)*")|(?P<punct>[{};])|(?P<word>[^\s{};"\#\\]+)""",
-                   re.S | re.A)
-NUMBER = re.compile(r"[0-9]+\Z")
-
-
-def statements(text):
-    """The statements of a dhcpd.leases: a list of (words, body), where words are the statement's
-    tokens before its `;` or `{` (a string keeps its quotes, so it never equals a keyword), and
-    body is the list of statements in its `{ ... }` block, or None. Raises LeaseSyntax."""
-    top = []
-    blocks, words = [top], [[]]  # the open blocks, innermost last, and each one's unfinished statement
-    pos = 0
-    while pos < len(text):
-        m = TOKEN.match(text, pos)
-        if m is None:
-            raise LeaseSyntax(f"unexpected {text[pos]!r} at line {text.count(chr(10), 0, pos) + 1}")
-        token, pos = m.group(), m.end()
-        if m.group("punct") is None:
-            if m.group("word") is not None or m.group("string") is not None:
-                words[-1].append(token)
-        elif token == ";":
-            if words[-1]:
-                blocks[-1].append((words[-1], None))
-            words[-1] = []
-        elif token == "{":
-            body = []
-            blocks[-1].append((words[-1], body))
-            words[-1] = []
-            blocks.append(body)
-            words.append([])
-        elif len(blocks) == 1 or words[-1]:  # a "}" closing nothing, or a statement without its ";"
-            raise LeaseSyntax(f"unexpected closing brace at line {text.count(chr(10), 0, pos) + 1}")
-        else:
-            blocks.pop()
-            words.pop()
-    if len(blocks) > 1 or words[-1]:
-        raise LeaseSyntax("the file ends inside a statement or block")
-    return top
-
-
-def lease_end(words):
-    """The end of a lease from its `ends` statement: None for `never`, else seconds since the
-    epoch (dhcpd writes `ends <weekday> YYYY/MM/DD HH:MM:SS` in UTC, or `ends epoch <seconds>`
-    with `db-time-format local`). Raises ValueError for anything else."""
-    if words == ["never"]:
-        return None
-    if len(words) == 2 and words[0] == "epoch" and NUMBER.match(words[1]):
-        return int(words[1])
-    if len(words) == 3 and NUMBER.match(words[0]):
-        return calendar.timegm(time.strptime(f"{words[1]} {words[2]}", "%Y/%m/%d %H:%M:%S"))
-    raise ValueError(f"ends {' '.join(words)}")
-
-
-def hardware_ethernet(text):
-    """A hardware address as dhcpd writes it (aa:bb:cc:dd:ee:ff) in a-b-c form, or None."""
-    parts = text.split(":")
-    if len(parts) != 6 or not all(re.fullmatch(r"[0-9a-fA-F]{1,2}", p, re.A) for p in parts):
-        return None
-    return "-".join(f"{int(p, 16):02x}" for p in parts)
-
-
-def lease(body, now):
-    """(hardware address in a-b-c form or None, whether the lease is in force at `now`) of one
-    `lease` block: its binding state must be active and its end in the future or never."""
-    mac, state, in_force = None, None, False
-    for words, sub in body:
-        if sub is not None:
-            continue
-        key, args = words[0], words[1:]
-        if key == "binding" and len(args) == 2 and args[0] == "state":
-            state = args[1]
-        elif key == "hardware" and len(args) == 2 and args[0] == "ethernet":
-            mac = hardware_ethernet(args[1])
-        elif key == "ends":
-            try:
-                end = lease_end(args)
-            except (ValueError, OverflowError):
-                in_force = False
-            else:
-                in_force = end is None or end > now
-    return mac, state == "active" and in_force
-
-
-def leases(text, now):
-    """{address: (hardware address or None, in force)} from each address's last top-level
-    `lease` block: dhcpd appends a block whenever a lease changes, so the last one is current."""
-    latest = {}
-    for words, body in statements(text):
-        if body is None or len(words) != 2 or words[0] != "lease":
-            continue
-        try:
-            address = str(ipaddress.IPv4Address(words[1]))
-        except ValueError:
-            continue
-        latest[address] = body
-    return {address: lease(body, now) for address, body in latest.items()}
+def lease_table(text, now):
+    """{address: (hardware address in a-b-c form or None, whether the lease is in force at `now`)}
+    from each address's last top-level `lease` block of a dhcpd.leases text. Raises LeaseSyntax
+    (a ValueError)."""
+    parser = lease_parser()
+    return {address: (record["mac"] and record["mac"].replace(":", "-"), parser.in_force(record, now))
+            for address, record in parser.leases(parser.statements(text)).items()}
 
 
 def current_leases(path, now):
-    """leases() of the lease file at `path`, read a second time shortly after a read that does not
-    parse, in case dhcpd was half-way through appending a lease. Raises OSError or LeaseSyntax."""
+    """lease_table() of the lease file at `path`, read a second time shortly after a read that does
+    not parse, in case dhcpd was half-way through appending a lease. Raises OSError or
+    LeaseSyntax."""
 
     def read():
         with open(path, encoding="latin-1") as f:
             return f.read()
 
+    syntax = lease_parser().LeaseSyntax
     try:
-        return leases(read(), now)
-    except LeaseSyntax:
+        return lease_table(read(), now)
+    except syntax:
         time.sleep(0.2)
-        return leases(read(), now)
+        return lease_table(read(), now)
 
 
 def holds_lease(table, remote, mac):
     """Whether the caller at address `remote` holds a lease in force for `mac` (a-b-c form), by a
-    table from leases()."""
+    table from lease_table()."""
     try:
         remote = str(ipaddress.IPv4Address(remote))
     except ValueError:
@@ -260,7 +178,7 @@ def main():
         path = os.environ.get("MKHEADNODE_LEASES", "/var/lib/dhcp/dhcpd.leases")
         try:
             table = current_leases(path, time.time())
-        except (OSError, LeaseSyntax) as e:
+        except (OSError, ValueError) as e:  # ValueError: LeaseSyntax
             log(remote, raw, f"503 cannot check the lease: {path}: {e}")
             return reply(503, "cannot check the DHCP leases now; try again")
         if not holds_lease(table, remote, mac):

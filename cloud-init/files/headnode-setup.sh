@@ -64,8 +64,9 @@ need /usr/lib/shim/shimx64.efi.signed shim-signed
 need /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed grub-efi-amd64-signed
 step="installing packages"
 if [ -n "$missing" ]; then
-    # cloud-init's config stage owns apt's sources and debconf until it is done.
-    settle cloud-config.service
+    # cloud-init's config stage owns apt's sources and debconf until it is done, unless it
+    # waits for this set-up (images made for mkheadnode order it so).
+    systemctl show -P After cloud-config.service | grep -qw $unit || settle cloud-config.service
     say "installing:$missing"
     # Packages must not start their daemons with the packaged configuration (nginx's default
     # site on every address) before the seed's configuration and the firewall are in place.
@@ -99,6 +100,11 @@ if systemctl is-enabled $units netfilter-persistent 2>/dev/null | grep -qvx enab
 fi
 systemctl daemon-reload &
 reload=$!
+# The firewall loads (its kernel modules take seconds under emulation) while the TFTP root is
+# filled; nothing is started before both are done.
+say "loading the firewall"
+{ iptables-restore < /etc/iptables/rules.v4 && ip6tables-restore < /etc/iptables/rules.v6; } &
+firewall=$!
 
 step="filling {{tftp_root}}"; say "$step"
 modules=""
@@ -127,21 +133,26 @@ install -m 0644 /usr/local/share/mkheadnode/grub.cfg {{tftp_root}}/grub/grub.cfg
 install -d -o root -g root -m 0755 {{tftp_root}}/{{pxelinux_cfg}} {{tftp_root}}/{{uefi_dir}}
 install -m 0644 /usr/local/share/mkheadnode/pxelinux-default {{tftp_root}}/{{pxelinux_cfg}}/default
 
-step="loading the firewall"; say "$step"
-iptables-restore < /etc/iptables/rules.v4
-ip6tables-restore < /etc/iptables/rules.v6
+step="loading the firewall"
+wait "$firewall"
 
 step="reloading systemd"
 wait "$reload"
 
 step="starting $units"; say "$step"
+# At first boot this runs inside cloud-init's init stage, before sysinit.target, and every
+# service would wait for the end of that stage (seconds under emulation) for nothing it needs:
+# the disks, eth0, the firewall and the services' files are all in place by now. So they start
+# with their ordering ignored, one after another where one needs the other (share, then the
+# profiles on it).
+now=--job-mode=ignore-dependencies
 # Queued first and waited for below, so the share mounts while the services start.
-systemctl start --no-block etc-moc.mount mkheadnode-profiles.service
+systemctl start --no-block $now etc-moc.mount
 # One call, so systemd starts them in parallel.
-systemctl restart $units
+systemctl restart $now $units
 
 step="publishing install profiles"
-systemctl start etc-moc.mount mkheadnode-profiles.service ||
+{ systemctl start $now etc-moc.mount && systemctl start $now mkheadnode-profiles.service; } ||
     say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
 say "done"
 

@@ -3,30 +3,39 @@
 
 For every machine in /etc/moc/machines.txt (or only the MACs given), arm it for the profile's
 loaders: BIOS, {{pxelinux_cfg}}/01-<mac> -> ../<profile>/pxelinux.cfg; UEFI, {{uefi_dir}}/01-<mac> ->
-../{{efi_dir}}/profiles/<profile> (shim, GRUB and the profile's grub.cfg). Then set the next boot to the
-network where the driver can, and power-cycle the machine through its BMC. Runs only when asked.
-A machine whose power-cycle fails is disarmed again (an armed node reinstalls, wiping its disk,
-at its next network boot), unless --keep-armed is given.
+../{{efi_dir}}/profiles/<profile> (shim, GRUB and the profile's grub.cfg). Then power-cycle it through
+its BMC, carefully, as far as the driver allows: next boot to the network, power off, wait until
+the BMC reports off (off_timeout), next boot to the network again (UEFI firmware may have
+rewritten it), power on, wait until it reports on (on_timeout), asking every poll_interval. A
+machine already off is only powered on; one its BMC never reports off is not powered on again.
+Runs only when asked. A machine whose power-cycle fails is disarmed again (an armed node
+reinstalls, wiping its disk, at its next network boot), unless --keep-armed is given.
 
-Drivers: ipmi (ipmitool lanplus), redfish (ComputerSystem.Reset), amt (Intel AMT's web form,
-as the 2013 power_cycle did), none. Credentials come from an INI file on the share that must not
-be world-readable:
+Drivers: ipmi (ipmitool lanplus), redfish (boot override, ComputerSystem.Reset, PowerState),
+amt (Intel AMT's web form, as the 2013 power_cycle did: one power cycle, which cannot set the
+next boot or report the power state, so nothing is verified), none. Credentials come from an
+INI file on the share that must not be world-readable:
 
     [default]
     driver = ipmi
     username = admin
     password = secret
-    [10.0.0.7]          ; per-BMC overrides
+    ; per-BMC overrides (a comment takes a line of its own)
+    [10.0.0.7]
     driver = redfish
     port = 8443
-    tls_fingerprint = sha256:9f:86:d0:...   ; the BMC's own (self-signed) certificate
-    ; or: ca_file = bmc-ca.pem              ; a CA (or the certificate itself), beside bmc.conf
+    ; the BMC's own (self-signed) certificate; or ca_file = bmc-ca.pem, a CA (or the
+    ; certificate itself) beside bmc.conf
+    tls_fingerprint = sha256:9f:86:d0:...
+    ; a BMC slow to report off
+    off_timeout = 120
 
 Keys: driver, username, password, port, scheme (http, https), verify_tls (yes, no), ca_file,
-tls_fingerprint. Credentials go to the BMC's own address only: a redirect elsewhere is not
-followed. Each BMC call (one HTTP request with its redirects and authentication, or one
-ipmitool command) has one deadline, --timeout, and a reply is at most 1 MiB; a BMC that hangs
-or answers garbage fails its machine, with the reason, and the others go on.
+tls_fingerprint, off_timeout (seconds, 60), on_timeout (30), poll_interval (2). Credentials go
+to the BMC's own address only: a redirect elsewhere is not followed. Each BMC call (one HTTP
+request with its redirects and authentication, or one ipmitool command) has one deadline,
+--timeout, and a reply is at most 1 MiB; a BMC that hangs or answers garbage fails its machine,
+with the reason and how far the sequence got, and the others go on.
 
 Exit status: 0 all machines done, 1 some failed, 2 bad usage or set-up (nothing was done).
 """
@@ -49,6 +58,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 import urllib.parse
 
 MAC = re.compile(r"\A([0-9a-f]{2}[:-]){5}[0-9a-f]{2}\Z", re.I)
@@ -60,7 +70,11 @@ LOADER_CONFIG = {PXELINUX_CFG: "pxelinux.cfg", UEFI_DIR: "grub.cfg"}
 # Names under the TFTP root that are boot files or directories, never a profile.
 RESERVED = {{reserved_names_py}}
 DRIVERS = ("ipmi", "redfish", "amt", "none")
-KEYS = ("driver", "username", "password", "port", "scheme", "verify_tls", "ca_file", "tls_fingerprint")
+KEYS = ("driver", "username", "password", "port", "scheme", "verify_tls", "ca_file", "tls_fingerprint",
+        "off_timeout", "on_timeout", "poll_interval")
+# The power sequence's waits, in seconds: (default, most).
+WAITS = {"off_timeout": (60.0, 600.0), "on_timeout": (30.0, 600.0), "poll_interval": (2.0, 60.0)}
+SECONDS = re.compile(r"\A[0-9]{1,3}(\.[0-9]{1,3})?\Z")
 BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 FINGERPRINT = re.compile(r"\Asha256:((?:[0-9a-f]{2}:?){31}[0-9a-f]{2})\Z", re.I)
 # Each driver's scheme, and port by scheme, unless bmc.conf says otherwise.
@@ -71,6 +85,11 @@ MAX_REPLY = 1 << 20  # bytes; a Redfish answer is a few KiB
 MAX_REDIRECTS = 3
 # A path on the BMC as a Redfish reply names it: absolute, printable, no white space.
 BMC_PATH = re.compile(r"\A/[!-~]*\Z")
+# `ipmitool chassis power status`'s whole answer.
+IPMI_POWER = re.compile(r"\AChassis Power is (on|off)\n?\Z")
+# Redfish's PowerState values, as the report says them.
+REDFISH_POWER = {"On": "on", "Off": "off", "PoweringOn": "powering on", "PoweringOff": "powering off",
+                 "Paused": "paused"}
 
 
 class Fail(Exception):
@@ -153,6 +172,8 @@ def check_section(name, values, base):
         elif key == "tls_fingerprint" and not FINGERPRINT.match(value):
             errors.append(f"{where}: expected sha256: and the certificate's 32 bytes in hex "
                           f"(`openssl x509 -noout -fingerprint -sha256`)")
+        elif key in WAITS and not (SECONDS.match(value) and 0 < float(value) <= WAITS[key][1]):
+            errors.append(f"{where}: {value!r} is not a number of seconds (more than 0, at most {WAITS[key][1]:g})")
         elif key == "ca_file":
             values[key] = os.path.join(base, value)
             if not os.path.isfile(values[key]):
@@ -177,6 +198,7 @@ def settings_for(creds, bmc, default_driver):
         "verify_tls": BOOLEANS[raw.get("verify_tls", "yes").lower()],
         "ca_file": raw.get("ca_file"),
         "tls_fingerprint": bytes.fromhex(fingerprint.group(1).replace(":", "")) if fingerprint else None,
+        **{key: float(raw.get(key, default)) for key, (default, _) in WAITS.items()},
     }
 
 
@@ -275,33 +297,6 @@ def disarm(root, mac):
     """Remove `mac`'s install links for both loaders: what was removed, for the report."""
     removed = [path for _, path, _ in set_links(root, mac, [(sub, None) for sub in LOADER_CONFIG], False)]
     return ", ".join(removed) or "no links"
-
-
-def ipmi(bmc, s, timeout):
-    base = ["ipmitool", "-I", "lanplus", "-H", bmc, "-p", str(s["port"]),
-            "-U", s["username"], "-E", "-N", "1", "-R", "2"]
-    env = dict(os.environ, IPMI_PASSWORD=s["password"])
-
-    def run(*args):
-        try:
-            r = subprocess.run(base + list(args), env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise Fail(f"ipmi {' '.join(args)}: no answer within {timeout:g} s")
-        if r.returncode != 0:
-            said = (r.stderr or r.stdout).strip().splitlines()
-            raise Fail(f"ipmi {' '.join(args)}: {said[-1] if said else 'failed'}"[:300])
-        return r.stdout
-
-    notes = []
-    try:
-        run("chassis", "bootdev", "pxe")
-    except Fail as e:
-        notes.append(f"warning: next boot not set to PXE ({e})")
-    on = "on" in run("chassis", "power", "status").lower().split()
-    # `power reset` rather than `power cycle`: many BMCs refuse a cycle, and a reset is what
-    # the 2013 AMT call did.
-    run("chassis", "power", "reset" if on else "on")
-    return "; ".join(notes + ["power-cycled" if on else "powered on"])
 
 
 @contextlib.contextmanager
@@ -478,29 +473,165 @@ def call_json(bmc, s, timeout, path):
     return value
 
 
-def redfish(bmc, s, timeout):
-    members = call_json(bmc, s, timeout, "/redfish/v1/Systems").get("Members")
-    first = members[0] if isinstance(members, list) and members else None
-    system = first.get("@odata.id") if isinstance(first, dict) else None
-    if not isinstance(system, str) or not BMC_PATH.match(system):
-        raise Fail(f"redfish: the BMC lists no system to reset (Members: {str(members)[:80]})")
-    state = call_json(bmc, s, timeout, system).get("PowerState", "On")
-    notes = []
+class Ipmi:
+    """IPMI through ipmitool lanplus: every step of the careful sequence. The password goes
+    through the environment, never the command line."""
+
+    reads_state = True
+
+    def __init__(self, bmc, s, timeout):
+        self.base = ["ipmitool", "-I", "lanplus", "-H", bmc, "-p", str(s["port"]),
+                     "-U", s["username"], "-E", "-N", "1", "-R", "2"]
+        self.env = dict(os.environ, IPMI_PASSWORD=s["password"])
+        self.timeout = timeout
+
+    def run(self, *args):
+        what = f"ipmi {' '.join(args)}"
+        try:
+            r = subprocess.run(self.base + list(args), env=self.env, capture_output=True, text=True,
+                               errors="replace", timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise Fail(f"{what}: no answer within {self.timeout:g} s")
+        if r.returncode != 0:
+            said = (r.stderr or r.stdout).strip().splitlines()
+            raise Fail(f"{what}: {said[-1][:200] if said else 'failed'}")
+        return r.stdout
+
+    def state(self):
+        out = self.run("chassis", "power", "status")
+        m = IPMI_POWER.match(out)
+        if not m:
+            raise Fail(f"ipmi chassis power status: not an answer it knows ({out[:80]!r})")
+        return m.group(1)
+
+    def set_pxe(self):
+        self.run("chassis", "bootdev", "pxe")
+
+    def off(self):
+        self.run("chassis", "power", "off")
+
+    def on(self):
+        self.run("chassis", "power", "on")
+
+
+class Redfish:
+    """Redfish: the first system the BMC lists, its PowerState, a one-time boot override and
+    ComputerSystem.Reset (ForceOff, On)."""
+
+    reads_state = True
+
+    def __init__(self, bmc, s, timeout):
+        self.bmc, self.s, self.timeout = bmc, s, timeout
+        self.path = None
+
+    def system(self):
+        if self.path is None:
+            members = call_json(self.bmc, self.s, self.timeout, "/redfish/v1/Systems").get("Members")
+            first = members[0] if isinstance(members, list) and members else None
+            path = first.get("@odata.id") if isinstance(first, dict) else None
+            if not isinstance(path, str) or not BMC_PATH.match(path):
+                raise Fail(f"redfish: the BMC lists no system (Members: {str(members)[:80]})")
+            self.path = path
+        return self.path
+
+    def state(self):
+        system = self.system()
+        value = call_json(self.bmc, self.s, self.timeout, system).get("PowerState")
+        if not isinstance(value, str) or value not in REDFISH_POWER:
+            raise Fail(f"{describe(self.bmc, self.s, 'GET', system)}: PowerState {str(value)[:40]!r} "
+                       f"is not a Redfish power state ({', '.join(REDFISH_POWER)})")
+        return REDFISH_POWER[value]
+
+    def set_pxe(self):
+        boot = {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}
+        call(self.bmc, self.s, self.timeout, "PATCH", self.system(), {"Boot": boot})
+
+    def reset(self, kind):
+        call(self.bmc, self.s, self.timeout, "POST", self.system() + "/Actions/ComputerSystem.Reset",
+             {"ResetType": kind})
+
+    def off(self):
+        self.reset("ForceOff")
+
+    def on(self):
+        self.reset("On")
+
+
+class Amt:
+    """Intel AMT's web form, as the 2013 power_cycle posted it: one power cycle with a normal
+    start-up. The form can neither set the next boot nor report the power state."""
+
+    reads_state = False
+
+    def __init__(self, bmc, s, timeout):
+        self.bmc, self.s, self.timeout = bmc, s, timeout
+
+    def cycle(self):
+        call(self.bmc, self.s, self.timeout, "POST", "/remoteform",
+             "amt_html_rc_boot_special=1&amt_html_rc_radio_group=3", digest=True)
+
+
+POWER = {"ipmi": Ipmi, "redfish": Redfish, "amt": Amt}
+
+
+def wait_for(bmc, want, limit, interval):
+    """Ask the BMC for the power state every `interval` seconds until it reports `want` or
+    `limit` seconds have passed: (whether it did, the last state it reported, seconds taken)."""
+    start = time.monotonic()
+    while True:
+        state = bmc.state()
+        took = time.monotonic() - start
+        if state == want or took >= limit:
+            return state == want, state, took
+        time.sleep(min(interval, limit - took))
+
+
+def set_pxe(bmc, again):
+    """Set the next boot to the network: the step as the report says it. A BMC that refuses is
+    a warning, not a failure: the machine may boot from the network first anyway."""
     try:
-        call(bmc, s, timeout, "PATCH", system, {"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
+        bmc.set_pxe()
     except Fail as e:
-        notes.append(f"warning: next boot not set to PXE ({e})")
-    reset = "ForceRestart" if state == "On" else "On"
-    call(bmc, s, timeout, "POST", system + "/Actions/ComputerSystem.Reset", {"ResetType": reset})
-    return "; ".join(notes + ["power-cycled" if state == "On" else "powered on"])
+        return f"warning: next boot not set to PXE ({e})"
+    return "next boot PXE again" if again else "next boot PXE"
 
 
-def amt(bmc, s, timeout):
-    call(bmc, s, timeout, "POST", "/remoteform", "amt_html_rc_boot_special=1&amt_html_rc_radio_group=3", digest=True)
-    return "power-cycled"
-
-
-POWER = {"ipmi": ipmi, "redfish": redfish, "amt": amt}
+def power_cycle(bmc_ip, s, timeout):
+    """The careful power sequence, as far as the driver allows: next boot to the network, power
+    off, wait (up to off_timeout) until the BMC reports off, next boot again (UEFI firmware may
+    have rewritten it), power on, wait (up to on_timeout) until it reports on. A machine already
+    off skips the off step. What was done, for the report; raises Fail saying how far it got,
+    and never powers on a machine its BMC did not report off."""
+    driver = s["driver"]
+    bmc = POWER[driver](bmc_ip, s, timeout)
+    if not bmc.reads_state:
+        bmc.cycle()
+        return (f"power cycle sent via {driver} (its web form can neither set the next boot nor report "
+                f"the power state: not verified)")
+    steps = []
+    try:
+        was = bmc.state()
+        if was != "off":
+            steps.append(set_pxe(bmc, again=False))
+            bmc.off()
+            steps.append(f"power off sent (it was {was})")
+            off, state, took = wait_for(bmc, "off", s["off_timeout"], s["poll_interval"])
+            if not off:
+                raise Fail(f"did not power off within {s['off_timeout']:g} s (the BMC still reports {state}); "
+                           f"not powered on again")
+            steps[-1] = f"off after {took:.1f} s" + ("" if was == "on" else f" (it was {was})")
+        else:
+            steps.append("it was off")
+        steps.append(set_pxe(bmc, again=was != "off"))
+        bmc.on()
+        steps.append("power on sent")
+        on, state, took = wait_for(bmc, "on", s["on_timeout"], s["poll_interval"])
+        if not on:
+            raise Fail(f"not verified on: the BMC reported {state} after power on, for {s['on_timeout']:g} s")
+        steps[-1] = f"on after {took:.1f} s"
+    except Fail as e:
+        raise Fail("; ".join([f"{driver}: " + steps[0]] + steps[1:] + [str(e)]) if steps else e)
+    return f"{'power-cycled' if was != 'off' else 'powered on'} via {driver} ({'; '.join(steps)})"
 
 
 def install(a, creds, mac, bmc):
@@ -512,34 +643,17 @@ def install(a, creds, mac, bmc):
     elif a.dry_run:
         done.append(f"would power-cycle via {s['driver']}")
     else:
-        done.append(POWER[s["driver"]](bmc, s, a.timeout) + f" via {s['driver']}")
+        done.append(power_cycle(bmc, s, a.timeout))
     return "; ".join(done)
 
 
 def power_state(bmc, s, timeout):
-    """The machine's power state as its BMC reports it (`on`, `off`, or the BMC's own word),
-    read through the same driver and settings as a power cycle; nothing is changed."""
+    """The machine's power state as its BMC reports it (`on`, `off`, or Redfish's `powering on`,
+    `powering off`, `paused`), read through the same driver and settings as a power cycle;
+    nothing is changed."""
     driver = s["driver"]
-    if driver == "ipmi":
-        cmd = ["ipmitool", "-I", "lanplus", "-H", bmc, "-p", str(s.get("port", "623")), "-U",
-               s.get("username", ""), "-E", "-N", "1", "-R", "2", "chassis", "power", "status"]
-        env = dict(os.environ, IPMI_PASSWORD=s.get("password", ""))
-        try:
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise Fail(f"ipmi chassis power status: no answer within {timeout} s")
-        words = r.stdout.lower().split()
-        if r.returncode != 0 or not words:
-            raise Fail(f"ipmi chassis power status: {(r.stderr or r.stdout).strip()[-200:] or 'failed'}")
-        return words[-1]
-    if driver == "redfish":
-        members = call_json(bmc, s, timeout, "/redfish/v1/Systems").get("Members")
-        first = members[0] if isinstance(members, list) and members else None
-        system = first.get("@odata.id") if isinstance(first, dict) else None
-        if not isinstance(system, str) or not BMC_PATH.match(system):
-            raise Fail(f"redfish: the BMC lists no system (Members: {str(members)[:80]})")
-        state = call_json(bmc, s, timeout, system).get("PowerState")
-        return state.lower() if isinstance(state, str) and state.isalpha() else "unknown"
+    if driver in POWER and POWER[driver].reads_state:
+        return POWER[driver](bmc, s, timeout).state()
     return f"unknown (the {driver} driver cannot read it)"
 
 

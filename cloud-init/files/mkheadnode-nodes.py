@@ -15,6 +15,8 @@ used to find other values; JSON encoding escapes them.
 
 import argparse
 import datetime
+import functools
+import importlib.util
 import ipaddress
 import json
 import os
@@ -100,148 +102,43 @@ def read_machines(path):
 
 # --- dhcpd.leases -----------------------------------------------------------------------------
 
-LEASE_PUNCT = "{};=,"
+@functools.cache
+def lease_parser():
+    """The dhcpd.leases parser, shared with the boot-default CGI: {{leases_module}}, root's like
+    this file. Nothing is written beside it."""
+    sys.dont_write_bytecode = True
+    spec = importlib.util.spec_from_file_location("mkheadnode_leases", "{{leases_module}}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def lease_tokens(text):
-    """dhcpd.leases as tokens: ("str", value) for a quoted string (escapes decoded as dhcpd
-    writes them: \\" \\\\ \\t \\n \\r, octal \\ooo, hex \\xHH), ("p", c) for one of {};=, and
-    ("w", word) for anything else. Comments run from # to the end of the line."""
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c.isspace():
-            i += 1
-        elif c == "#":
-            end = text.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif c in LEASE_PUNCT:
-            yield ("p", c)
-            i += 1
-        elif c == '"':
-            value, i = lease_string(text, i + 1)
-            if value is None:
-                return  # an unterminated string: the file is being written; stop here
-            yield ("str", value)
-        else:
-            start = i
-            while i < n and not text[i].isspace() and text[i] not in LEASE_PUNCT + '"#':
-                i += 1
-            yield ("w", text[start:i])
+LEASE_LINE = re.compile(r"^lease ", re.M)
 
 
-LEASE_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "b": "\b"}
-
-
-def lease_string(text, i):
-    """The string that starts at text[i] (after its quote) and the index after its end quote;
-    (None, len) if it never ends."""
-    out, n = [], len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            return "".join(out), i + 1
-        if c != "\\":
-            out.append(c)
-            i += 1
-            continue
-        if i + 1 >= n:
-            break
-        e = text[i + 1]
-        octal = re.match(r"[0-7]{1,3}", text[i + 1:i + 4])
-        hexa = re.match(r"x([0-9a-fA-F]{1,2})", text[i + 1:i + 4])
-        if octal:
-            out.append(chr(int(octal.group(0), 8) & 0xff))
-            i += 1 + len(octal.group(0))
-        elif hexa:
-            out.append(chr(int(hexa.group(1), 16)))
-            i += 1 + len(hexa.group(0))
-        else:
-            out.append(LEASE_ESCAPES.get(e, e))
-            i += 2
-    return None, n
-
-
-def lease_time(words):
-    """Seconds since the epoch from `<weekday> YYYY/MM/DD HH:MM:SS` (UTC) or `epoch <n>`;
-    None for `never` or anything else."""
+def parse_leases(text, problems):
+    """Every lease of the tail of a dhcpd.leases file, the last entry for each address only (dhcpd
+    appends a new entry when a lease changes), in file order; times in seconds, or None (for
+    `never` too); the client's strings clipped. The tail may begin inside a block, so it is read
+    from its first line that opens a lease (dhcpd writes no line break inside a string). A lease
+    still being written at the end is left out; a problem before a later lease is added to
+    `problems`, and the leases from it on are left out."""
+    parser = lease_parser()
+    first = LEASE_LINE.search(text)
     try:
-        if len(words) == 2 and words[0] == "epoch":
-            return int(words[1])
-        if len(words) == 3:
-            day = datetime.datetime.strptime(words[1] + " " + words[2], "%Y/%m/%d %H:%M:%S")
-            return int(day.replace(tzinfo=datetime.timezone.utc).timestamp())
-    except (ValueError, OverflowError):
-        pass
-    return None
+        tree = parser.statements(text, first.start() if first else len(text))
+    except parser.LeaseSyntax as e:
+        tree = e.complete
+        if LEASE_LINE.search(text, e.position + 1):
+            problems.append(clip(f"dhcpd.leases: {e}; the leases from there on are left out"))
 
+    def seconds(value):
+        return value if isinstance(value, int) else None
 
-def lease_statements(tokens):
-    """The statements of one `{ ... }` block as lists of tokens; nested blocks (`on expiry
-    { ... }`) are skipped. Returns None if the block never closes."""
-    statements, current, depth = [], [], 0
-    for kind, value in tokens:
-        if kind == "p" and value == "{":
-            depth += 1
-        elif kind == "p" and value == "}":
-            if depth == 0:
-                return statements
-            depth -= 1
-            current = []
-        elif depth > 0:
-            continue
-        elif kind == "p" and value == ";":
-            statements.append(current)
-            current = []
-        else:
-            current.append((kind, value))
-    return None
-
-
-def lease_from(ip, statements):
-    lease = {"ip": ip, "state": None, "starts": None, "ends": None, "mac": None,
-             "hostname": None, "vendor_class": None}
-    for st in statements:
-        words = [v for k, v in st if k == "w"]
-        strings = [v for k, v in st if k == "str"]
-        if not words:
-            continue
-        head = words[0]
-        if head in ("starts", "ends") and all(k == "w" for k, _ in st):
-            lease[head] = lease_time(words[1:])
-        elif words[:2] == ["binding", "state"] and len(words) == 3 and len(st) == 3:
-            lease["state"] = clip(words[2])
-        elif words[:2] == ["hardware", "ethernet"] and len(words) == 3 and len(st) == 3:
-            lease["mac"] = canon_mac(words[2])
-        elif head == "client-hostname" and len(st) == 2 and st[1][0] == "str":
-            lease["hostname"] = clip(strings[0])
-        elif words[:2] == ["set", "vendor-class-identifier"] and len(st) == 4 and st[3][0] == "str":
-            lease["vendor_class"] = clip(strings[0])
-    return lease
-
-
-def parse_leases(text):
-    """Every complete lease of a dhcpd.leases file, the last entry for each address only (dhcpd
-    appends a new entry when a lease changes), in file order."""
-    tokens = lease_tokens(text)
-    by_ip = {}
-    for kind, value in tokens:
-        if kind == "w" and value == "lease":
-            head = next(tokens, None)
-            brace = next(tokens, None)
-            if head is None or brace != ("p", "{"):
-                break
-            statements = lease_statements(tokens)
-            if statements is None:
-                break  # the last lease is still being written
-            ip = canon_ip(head[1]) if head[0] == "w" else None
-            if ip is not None:
-                by_ip.pop(ip, None)
-                by_ip[ip] = lease_from(ip, statements)
-        elif kind == "p" and value == "{":
-            if lease_statements(tokens) is None:  # another kind of block: skipped
-                break
-    return list(by_ip.values())
+    return [dict(record, starts=seconds(record["starts"]), ends=seconds(record["ends"]),
+                 **{key: None if record[key] is None else clip(record[key])
+                    for key in ("state", "hostname", "vendor_class")})
+            for record in parser.leases(tree).values()]
 
 
 def current_leases(leases):
@@ -542,7 +439,7 @@ def report(a):
     leases_text = read_tail(a.leases)
     if leases_text is None:
         problems.append(f"cannot read {a.leases}")
-    leases = parse_leases(leases_text or "")
+    leases = parse_leases(leases_text or "", problems)
     events = journal_events(journal_lines(a.journal, a.journal_lines))
     for log in a.access_log:
         events += access_events(read_tail(log) or "")

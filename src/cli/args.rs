@@ -213,6 +213,9 @@ pub struct GlobalArgs {
     /// Virtual CPUs per headnode.
     #[arg(long, global = true)]
     pub vcpus: Option<u32>,
+    /// TCG translation cache per headnode in MiB, when it runs under TCG (qemu).
+    #[arg(long, global = true, value_name = "MIB")]
+    pub tcg_tb_cache: Option<u64>,
     /// kvm, qemu (TCG) or auto.
     #[arg(long, global = true, value_enum)]
     pub virt_type: Option<VirtTypeChoice>,
@@ -273,6 +276,7 @@ impl GlobalArgs {
         set(&mut config.log_dir, &self.log_dir);
         set(&mut config.memory_mib, &self.memory);
         set(&mut config.vcpus, &self.vcpus);
+        set(&mut config.tcg_tb_cache_mib, &self.tcg_tb_cache);
         set(&mut config.virt_type, &self.virt_type);
         set(
             &mut config.addressing.private_address,

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// The keys a section may set.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 11] = [
     "driver",
     "username",
     "password",
@@ -19,6 +19,16 @@ pub const KEYS: [&str; 8] = [
     "verify_tls",
     "ca_file",
     "tls_fingerprint",
+    "off_timeout",
+    "on_timeout",
+    "poll_interval",
+];
+
+/// The waits of the power sequence, and the most seconds each may be.
+const WAITS: [(&str, f64); 3] = [
+    ("off_timeout", 600.0),
+    ("on_timeout", 600.0),
+    ("poll_interval", 60.0),
 ];
 
 /// The power drivers.
@@ -36,6 +46,26 @@ fn value_problem(key: &str, value: &str) -> Option<String> {
         }
         "scheme" if !["http", "https"].contains(&value) => {
             Some(format!("{value:?} is not http or https"))
+        }
+        wait if WAITS.iter().any(|(k, _)| *k == wait) => {
+            let most = WAITS
+                .iter()
+                .find(|(k, _)| *k == wait)
+                .map_or(0.0, |(_, m)| *m);
+            // As the link tool reads them: up to three digits, and up to three decimals.
+            let (whole, decimals) = value.split_once('.').unwrap_or((value, "0"));
+            let digits = |s: &str, most: usize| {
+                (1..=most).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+            };
+            let seconds = (digits(whole, 3) && digits(decimals, 3))
+                .then(|| value.parse::<f64>().ok())
+                .flatten();
+            match seconds {
+                Some(s) if s > 0.0 && s <= most => None,
+                _ => Some(format!(
+                    "{value:?} is not a number of seconds (more than 0, at most {most})"
+                )),
+            }
         }
         "verify_tls"
             if !["yes", "no", "true", "false", "on", "off", "1", "0"]
@@ -105,14 +135,16 @@ mod tests {
     #[test]
     fn a_good_file_passes() {
         let text = "# lab\n[default]\ndriver = ipmi\nusername = admin\npassword = s3cret\n\n\
-                    [10.0.0.7]\ndriver = redfish\nport: 8443\nverify_tls = no\n";
+                    [10.0.0.7]\ndriver = redfish\nport: 8443\nverify_tls = no\n\
+                    off_timeout = 120\npoll_interval = 0.5\n";
         check(text, "bmc.conf").unwrap();
     }
 
     #[test]
     fn every_problem_is_named_with_its_line() {
         let text =
-            "user = x\n[rack1]\ndriver = telnet\nport = 0\nscheme = ftp\ncolour = red\nnonsense\n";
+            "user = x\n[rack1]\ndriver = telnet\nport = 0\nscheme = ftp\ncolour = red\nnonsense\n\
+             on_timeout = 601\n";
         let err = format!("{:#}", check(text, "b.conf").unwrap_err());
         for want in [
             "b.conf:1: a key before any [section]",
@@ -122,6 +154,7 @@ mod tests {
             "b.conf:5: scheme",
             "b.conf:6: colour: unknown key",
             "b.conf:7: expected `key = value`",
+            "b.conf:8: on_timeout",
         ] {
             assert!(err.contains(want), "{want} not in {err}");
         }

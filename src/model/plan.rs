@@ -85,6 +85,8 @@ pub struct Plan {
     pub memory_mib: u64,
     /// Virtual CPUs.
     pub vcpus: u32,
+    /// TCG translation cache in MiB (used only when `virt_type` is qemu).
+    pub tcg_tb_cache_mib: u64,
     /// The guest's addresses.
     pub addressing: Addressing,
     /// SSH keys for the default user.
@@ -123,6 +125,7 @@ impl Plan {
             seed_volume: f.seed_volume,
             memory_mib: config.memory_mib,
             vcpus: config.vcpus,
+            tcg_tb_cache_mib: config.tcg_tb_cache_mib,
             addressing: config.addressing.clone(),
             ssh_authorized_keys: config.ssh_authorized_keys.clone(),
             boot_default_requires_lease: config.boot_default_requires_lease,

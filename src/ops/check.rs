@@ -86,6 +86,17 @@ pub fn run(
         }
     }
     out.push(boot_modes());
+    out.push(match hv.filter(|h| !h.is_local()) {
+        // The kernel switch is a file of the hypervisor's; the virt crate has no binding of
+        // libvirt's node memory parameters (shm_run), so there is nothing to read it through.
+        Some(_) => finding(
+            Level::Note,
+            "memory sharing",
+            "KSM there: not readable through libvirt from here; `cat /sys/kernel/mm/ksm/run` \
+             on the hypervisor says (1: on)",
+        ),
+        None => memory_sharing(Path::new(KSM_RUN)),
+    });
     if let Some(hv) = hv {
         out.push(base_image(hv, config));
         out.extend(attachments(hv, config, vlans));
@@ -301,6 +312,41 @@ fn boot_modes() -> Finding {
     )
 }
 
+/// The switch of the kernel's same-page merging.
+const KSM_RUN: &str = "/sys/kernel/mm/ksm/run";
+
+/// Whether the kernel merges identical pages (KSM) across headnodes: they all boot one base
+/// image, so much of their memory is the same. `run` is the kernel's switch.
+fn memory_sharing(run: &Path) -> Finding {
+    const ITEM: &str = "memory sharing";
+    match std::fs::read_to_string(run).map(|s| s.trim().to_owned()) {
+        Ok(on) if on == "1" => finding(
+            Level::Ok,
+            ITEM,
+            "KSM is on: headnodes made from one base image share their identical pages",
+        ),
+        Ok(state) => finding(
+            Level::Note,
+            ITEM,
+            format!(
+                "KSM is off ({} = {state}): `echo 1 > {}` as root (or enable ksmtuned) lets \
+                 headnodes made from one base image share their identical pages; it costs \
+                 some CPU to scan",
+                run.display(),
+                run.display()
+            ),
+        ),
+        Err(_) => finding(
+            Level::Note,
+            ITEM,
+            format!(
+                "this kernel has no KSM ({} is missing): each headnode's memory is its own",
+                run.display()
+            ),
+        ),
+    }
+}
+
 /// The report as text, one line per finding.
 pub fn render(findings: &[Finding]) -> String {
     findings
@@ -319,6 +365,25 @@ pub fn render(findings: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_sharing_reads_the_kernel_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let missing = memory_sharing(&run);
+        assert_eq!(missing.level, Level::Note);
+        assert!(missing.text.contains("no KSM"), "{}", missing.text);
+        std::fs::write(&run, "0\n").unwrap();
+        let off = memory_sharing(&run);
+        assert_eq!(off.level, Level::Note);
+        assert!(
+            off.text.contains(&format!("`echo 1 > {}`", run.display())),
+            "{}",
+            off.text
+        );
+        std::fs::write(&run, "1\n").unwrap();
+        assert_eq!(memory_sharing(&run).level, Level::Ok);
+    }
 
     #[test]
     fn closed_directories_are_found() {

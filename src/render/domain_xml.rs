@@ -5,7 +5,7 @@ and reading back the parts of libvirt's XML that we own (our `<metadata>` elemen
 
 use crate::model::config::Attachment;
 use crate::model::mac::Mac;
-use crate::model::plan::{Nic, Plan};
+use crate::model::plan::{Nic, Plan, VirtType};
 use crate::model::vlan::Vlan;
 use crate::render::template::{render, Vars};
 use anyhow::{anyhow, Context as _};
@@ -24,6 +24,7 @@ const IFACE_OVS: &str = include_str!("../../xml-templates/interface-ovs.xml");
 const POOL: &str = include_str!("../../xml-templates/pool.xml");
 const OVERLAY_VOLUME: &str = include_str!("../../xml-templates/overlay-volume.xml");
 const SEED_VOLUME: &str = include_str!("../../xml-templates/seed-volume.xml");
+const TCG_FEATURES: &str = include_str!("../../xml-templates/tcg-features.xml");
 const KVM_PROBE: &str = include_str!("../../xml-templates/kvm-probe.xml");
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
@@ -54,8 +55,21 @@ pub fn domain(plan: &Plan) -> anyhow::Result<String> {
             "private-interface",
             interface(&plan.private_nic, plan.vlan)?,
         )
-        .slot("public-interface", interface(&plan.public_nic, plan.vlan)?);
+        .slot("public-interface", interface(&plan.public_nic, plan.vlan)?)
+        .slot("tcg-features", tcg_features(plan)?);
     render(DOMAIN, "domain.xml", &ctx)
+}
+
+/// The `<tcg>` features of a headnode that runs under TCG; none under KVM.
+fn tcg_features(plan: &Plan) -> anyhow::Result<String> {
+    match plan.virt_type {
+        VirtType::Qemu => render(
+            TCG_FEATURES,
+            "tcg-features.xml",
+            &Vars::new().value("tb_cache_mib", plan.tcg_tb_cache_mib),
+        ),
+        VirtType::Kvm => Ok(String::new()),
+    }
 }
 
 fn interface(nic: &Nic, vlan: Vlan) -> anyhow::Result<String> {
@@ -342,9 +356,26 @@ mod tests {
             ]
         );
         assert!(xml.contains("<name>headnode-42</name>"));
-        assert!(xml.contains(r#"<memory unit="MiB">1024</memory>"#));
+        assert!(xml.contains(r#"<memory unit="MiB">512</memory>"#));
         assert!(xml.contains("org.qemu.guest_agent.0"));
         assert!(xml.contains("headnode-42-serial.log"));
+    }
+
+    #[test]
+    fn only_a_tcg_headnode_gets_a_sized_translation_cache() {
+        let config = Config {
+            tcg_tb_cache_mib: 96,
+            ..Config::default()
+        };
+        let vlan = Vlan::new(42).unwrap();
+        let tcg = domain(&Plan::new(&config, vlan, VirtType::Qemu)).unwrap();
+        assert!(
+            tcg.contains(r#"<tb-cache unit="MiB">96</tb-cache>"#),
+            "{tcg}"
+        );
+        let kvm = domain(&Plan::new(&config, vlan, VirtType::Kvm)).unwrap();
+        assert!(!kvm.contains("<tcg>"), "{kvm}");
+        assert!(kvm.contains(r#"freePageReporting="on""#), "{kvm}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ const DISARM_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-disarm
 const SUDOERS_DISARM: &str = include_str!("../../cloud-init/files/sudoers-disarm");
 const LINK_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-link.py");
 const NODES_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-nodes.py");
+const LEASES_MODULE_PY: &str = include_str!("../../cloud-init/files/leases.py");
 const PUBLISH_PROFILES: &str = include_str!("../../cloud-init/files/publish-profiles.sh");
 const SETUP_SCRIPT: &str = include_str!("../../cloud-init/files/headnode-setup.sh");
 const RULES_V4: &str = include_str!("../../cloud-init/files/rules.v4");
@@ -73,6 +74,9 @@ pub const RESERVED_NAMES: &[&str] = &[
 ];
 /// Where the guest installs the boot-default CGI.
 pub const CGI_PATH: &str = "/usr/local/lib/mkheadnode/boot-default";
+/// The dhcpd.leases parser the CGI and the nodes tool share (a Python module, loaded by its
+/// path), beside the CGI.
+pub const LEASES_MODULE: &str = "/usr/local/lib/mkheadnode/leases.py";
 /// The one program the web server's user may run as root (through sudo): it removes one MAC's
 /// install links.
 pub const DISARM_HELPER: &str = "/usr/local/sbin/mkheadnode-disarm";
@@ -138,6 +142,7 @@ pub fn layout() -> Vars {
         .optional("efi_dir", EFI_DIR)
         .optional("uefi_dir", UEFI_DIR)
         .optional("cgi_path", CGI_PATH)
+        .optional("leases_module", LEASES_MODULE)
         .optional("disarm_helper", DISARM_HELPER)
         .optional("reserved_names", reserved.join(" | "))
         .optional("reserved_names_py", json(&reserved))
@@ -151,6 +156,11 @@ fn with_layout(template: &str, origin: &str) -> anyhow::Result<String> {
 /// The boot-default CGI program (Python 3), as installed in the guest.
 pub fn boot_default_cgi() -> anyhow::Result<String> {
     with_layout(BOOT_DEFAULT_CGI, "files/boot-default.cgi")
+}
+
+/// The dhcpd.leases parser (Python 3), as installed in the guest at [`LEASES_MODULE`].
+pub fn leases_module() -> anyhow::Result<String> {
+    with_layout(LEASES_MODULE_PY, "files/leases.py")
 }
 
 /// mkheadnode-disarm (Python 3), as installed in the guest at [`DISARM_HELPER`].
@@ -220,6 +230,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("grub_cfg", render_text(GRUB_CFG, "files/grub.cfg", &addr)?),
         ("nginx_site", NginxSite::for_plan(plan).render()?),
         ("boot_default_cgi", boot_default_cgi()?),
+        ("leases_module", leases_module()?),
         ("disarm_tool", disarm_tool()?),
         ("sudoers_disarm", sudoers_disarm()?),
         ("link_tool", link_tool()?),
@@ -253,7 +264,7 @@ pub struct SeedFiles {
     pub user_data: String,
     /// `meta-data`.
     pub meta_data: String,
-    /// `network-config` (version 2).
+    /// `network-config` (version 1).
     pub network_config: String,
 }
 
@@ -290,10 +301,20 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("plain values always serialize")
 }
 
+/// The last file the seed's write_files writes: the set-up's go.
+pub const SETUP_GO_FILE: &str = "/run/mkheadnode/seed-files-written";
+
+/// The set-up's trigger: a path unit that starts it once cloud-init has written its go.
+fn setup_go() -> String {
+    format!("--path-property=PathExists={SETUP_GO_FILE}")
+}
+
 /// Render the seed files of a planned headnode.
 pub fn files(plan: &Plan) -> anyhow::Result<SeedFiles> {
     let a = &plan.addressing;
     let mut user = Vars::new()
+        .value("setup_go", yaml(&setup_go()))
+        .value("setup_go_file", yaml(SETUP_GO_FILE))
         .value("hostname", yaml(&plan.hostname))
         .value("ssh_authorized_keys", yaml(&plan.ssh_authorized_keys))
         .value(
@@ -385,13 +406,29 @@ mod tests {
         assert!(f.meta_data.contains("instance-id: \"mkheadnode-vlan42\""));
         assert!(f
             .network_config
-            .contains("macaddress: \"52:54:00:4d:00:2a\""));
+            .contains("mac_address: \"52:54:00:4d:00:2a\""));
         assert!(f
             .network_config
-            .contains("macaddress: \"52:54:00:4d:10:2a\""));
+            .contains("mac_address: \"52:54:00:4d:10:2a\""));
         assert!(f
             .network_config
-            .contains("addresses: [\"192.168.10.254/24\", \"10.0.0.254/24\"]"));
+            .contains("address: \"192.168.10.254/24\"\n"));
+        assert!(f.network_config.contains("address: \"10.0.0.254/24\"\n"));
+    }
+
+    #[test]
+    fn the_set_up_goes_only_after_the_last_file_is_written() {
+        let f = files(&plan_with_keys(vec![])).unwrap();
+        let last = f.user_data.rsplit("\n  - path: ").next().unwrap();
+        assert!(
+            last.starts_with(&format!("\"{SETUP_GO_FILE}\"\n")),
+            "the last file written is not the go: {last}"
+        );
+        let go = format!("--path-property=PathExists={SETUP_GO_FILE}");
+        assert!(
+            f.user_data.contains(&go),
+            "the set-up does not wait for its go"
+        );
     }
 
     #[test]
