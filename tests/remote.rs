@@ -374,3 +374,52 @@ fn a_fleet_run_places_each_vlan_on_its_host() {
     assert_ne!(r.host.virsh(&["domstate", "headnode-4055"]).0, 0);
     assert!(!std::path::Path::new(&format!("/var/lib/headnode-config/{tag}/4054")).exists());
 }
+
+#[test]
+fn links_planted_in_a_remote_config_dir_are_never_written_through() {
+    // libvirt cannot tell a link from a file, but creates every file it writes with O_EXCL and
+    // deletes a volume by unlinking its name: a link in place of machines.txt or bmc.conf is
+    // replaced, and what it points at stays as it was.
+    let r = Remote::new("links");
+    isolated_networks(|a| r.host.virsh(a), &["fleet-v4057"]);
+    r.sh(
+        "mkdir -p /var/lib/headnode-config/4057 && echo 'root:x:0:0' > /root/precious && \
+          ln -s /root/precious /var/lib/headnode-config/4057/machines.txt && \
+          ln -s /root/precious /var/lib/headnode-config/4057/bmc.conf && \
+          ln -s /root/nowhere /var/lib/headnode-config/4057/dangling",
+    );
+    let machines = r.here.path.join("machines.txt");
+    std::fs::write(&machines, "52:54:00:fe:40:57 10.0.0.9\n").unwrap();
+    let creds = r.here.path.join("bmc.conf");
+    std::fs::write(&creds, "[default]\ndriver = none\n").unwrap();
+    let (code, out, err) = r.mk(&[
+        "4057",
+        "--no-start",
+        "--machines",
+        machines.to_str().unwrap(),
+        "--bmc-conf",
+        creds.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(r.sh("cat /root/precious"), "root:x:0:0\n");
+    assert_eq!(
+        r.sh("cd /var/lib/headnode-config/4057 && stat -c '%F %a' machines.txt bmc.conf && cat machines.txt"),
+        "regular file 644\nregular file 640\n52:54:00:fe:40:57 10.0.0.9\n"
+    );
+    assert!(!r.sh("ls -A /root").contains("nowhere"));
+    // Purge removes the config dir's own files and nothing they point at; what libvirt does
+    // not list (a dangling link) stays, and so the directory does, with an error saying so.
+    let (code, _, err) = r.mk(&["teardown", "4057", "--purge"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("not what it does not list as volumes"),
+        "{err}"
+    );
+    assert_eq!(
+        r.sh("cat /root/precious; ls -A /var/lib/headnode-config/4057"),
+        "root:x:0:0\ndangling\n"
+    );
+    r.sh("rm /var/lib/headnode-config/4057/dangling");
+    let (code, out, err) = r.mk(&["teardown", "4057", "--purge"]);
+    assert_eq!(code, 3, "no headnode any more, so not found: {out}{err}");
+}

@@ -17,7 +17,8 @@ The protections of the local path, and what stands for them here:
 - The config dir is made by libvirt with its owner and mode, and removed (`teardown --purge`)
   only through the pool planned for the VLAN, only if that pool is at the planned directory,
   and only as far as its own plain entries go: the directory is removed only once empty, and
-  nothing is ever followed.
+  nothing is ever followed. What libvirt does not list as a volume (a dangling link, a profile
+  tree) stays, and so does the directory, with an error saying so.
 */
 
 use crate::host::hostprep::{ConfigDirOutcome, BMC_CONF_MODE};
@@ -116,8 +117,9 @@ pub fn purge(hv: &Hypervisor, ours: &Footprint) -> anyhow::Result<bool> {
     }
     hv.delete_pool_at(name, dir, &what(ours)).with_context(|| {
         format!(
-            "purging {} (a profile in it? `mkheadnode profile remove` on the hypervisor \
-             removes those)",
+            "purging {}: libvirt removes the plain files in it, not what it does not list as \
+             volumes (a profile tree: `mkheadnode profile remove` on the hypervisor; a dangling \
+             link); look at what is left there",
             dir.display()
         )
     })
