@@ -359,6 +359,28 @@ fn a_fleet_run_places_each_vlan_on_its_host() {
         "{out}"
     );
 
+    // profile goes to the VLAN's host: refused there, since it works on the hypervisor's own
+    // files; VLANs on two hosts are refused at once.
+    let profile = r.here.path.join("profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    std::fs::write(
+        profile.join("pxelinux.cfg"),
+        "DEFAULT local\nLABEL local\n  LOCALBOOT 0\n",
+    )
+    .unwrap();
+    let (code, _, err) = mk(&["profile", "add", "4055", "p", profile.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is another machine"), "{err}");
+    let (code, _, err) = mk(&[
+        "profile",
+        "add",
+        "4054-4055",
+        "p",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("these VLANs are on here, there"), "{err}");
+
     // And away again, on both hosts at once.
     let (code, out, err) = mk(&[
         "teardown",
