@@ -100,11 +100,7 @@ fn profile_target(
         return Ok(g.clone());
     };
     match place(&hosts, &vlans)?.as_slice() {
-        [(host, _)] => {
-            let mut aimed = g.clone();
-            aimed.connect = Some(host.uri.clone());
-            Ok(aimed)
-        }
+        [(host, _)] => Ok(g.aimed_at(&host.uri)),
         several => {
             let names: Vec<&str> = several.iter().map(|(h, _)| h.name.as_str()).collect();
             Err(failure(

@@ -258,6 +258,14 @@ impl GlobalArgs {
         self.connect.as_deref().unwrap_or(DEFAULT_URI)
     }
 
+    /// These options, aimed at the hypervisor at `uri`.
+    pub fn aimed_at(&self, uri: &str) -> GlobalArgs {
+        GlobalArgs {
+            connect: Some(uri.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// Lay the flags over `config` and validate the result.
     pub fn apply(&self, mut config: Config) -> anyhow::Result<Config> {
         fn set<T: Clone>(slot: &mut T, v: &Option<T>) {

@@ -49,9 +49,7 @@ pub fn routed(
         .first()
         .map(|(h, _)| *h)
         .context("a placed VLAN has a host")?;
-    let mut aimed = g.clone();
-    aimed.connect = Some(host.uri.clone());
-    Ok((aimed, Some(host.name.clone())))
+    Ok((g.aimed_at(&host.uri), Some(host.name.clone())))
 }
 
 /// A session on `uri`; an error says which host could not be reached.
