@@ -30,6 +30,8 @@ PACKAGES=(
   virtinst
   # the guest agent's protocol, spoken to a real qemu-ga on a local socket
   qemu-guest-agent
+  # remote operation: a second libvirtd in namespaces, reached over qemu+ssh (scripts/test-host.sh)
+  openssh-server openssh-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -45,6 +45,8 @@ mod layers;
 mod node_agent;
 mod node_cli;
 mod package;
+#[cfg(feature = "host-tests")]
+mod remote;
 #[allow(
     clippy::absolute_paths,
     reason = "it names SYSTEM_URI and BOOT_SIGN in place"

@@ -328,3 +328,75 @@ impl Drop for Dhcpd {
         let _ = self.child.wait();
     }
 }
+
+/// A second libvirt host on this machine, reached over `qemu+ssh://` as an operator reaches a
+/// hypervisor from a control machine: `scripts/test-host.sh` starts it in a network namespace
+/// (with `fleet` in its name) and a mount namespace of its own (its own `/run`,
+/// `/var/lib/libvirt`, `/etc/libvirt`, config root, ...), running libvirtd and an sshd that
+/// takes the test's key. Everything it started is stopped, and its namespace removed, on drop.
+#[cfg(feature = "host-tests")]
+pub struct TestHost {
+    dir: OpenDir,
+    /// Its address on the private /30 between it and this machine.
+    pub addr: String,
+    /// `qemu+ssh://root@<addr>/system`, through an ssh that knows its host key.
+    pub uri: String,
+}
+
+#[cfg(feature = "host-tests")]
+impl TestHost {
+    /// Start one; `tag` (letters and digits) names its namespace and directory.
+    pub fn start(tag: &str) -> TestHost {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static STARTED: AtomicU8 = AtomicU8::new(0);
+        let n = (std::process::id() % 50) * 5 + u32::from(STARTED.fetch_add(1, Ordering::Relaxed));
+        let dir = OpenDir::new(&format!("fleet-{tag}"));
+        let mut host = TestHost {
+            dir,
+            addr: String::new(),
+            uri: String::new(),
+        };
+        let name = format!("fleet-{tag}-{}", std::process::id());
+        let (code, _, err) = run(Command::new(host.script())
+            .arg("up")
+            .arg(&host.dir.path)
+            .args([name.as_str(), &n.to_string()]));
+        assert_eq!(code, 0, "test host did not start: {err}");
+        let env = std::fs::read_to_string(host.dir.path.join("env")).unwrap();
+        let get = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key} in the test host's env"))
+                .to_string()
+        };
+        host.addr = get("ADDR");
+        host.uri = get("URI");
+        host
+    }
+
+    fn script(&self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-host.sh")
+    }
+
+    /// `virsh` on this host: (exit code, stdout, stderr).
+    pub fn virsh(&self, args: &[&str]) -> (i32, String, String) {
+        run(Command::new("virsh").arg("-c").arg(&self.uri).args(args))
+    }
+
+    /// `program` run on this host, inside its namespaces, as its sshd would run it.
+    pub fn exec(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.dir.path.join("ssh"));
+        cmd.arg(format!("root@{}", self.addr)).arg(program);
+        cmd
+    }
+}
+
+#[cfg(feature = "host-tests")]
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = Command::new(self.script())
+            .arg("down")
+            .arg(&self.dir.path)
+            .status();
+    }
+}

@@ -246,6 +246,39 @@ fn create_makes_the_planned_headnode_and_recreate_changes_nothing() {
 }
 
 #[test]
+fn bmc_credentials_are_installed_for_qemus_group_only() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new("bmc", &[4053]);
+    let creds = sb.path("bmc.conf");
+    std::fs::write(
+        &creds,
+        "[default]\ndriver = ipmi\nusername = admin\npassword = x\n",
+    )
+    .unwrap();
+    // A bad file is refused before anything is made.
+    let bad = sb.path("bad.conf");
+    std::fs::write(&bad, "[default]\ndriver = telnet\n").unwrap();
+    let (code, _, err) = sb.mk(&["4053", "--no-start", "--bmc-conf", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.conf:2: driver"), "{err}");
+    assert!(!sb.config_dir(4053).exists());
+    let (code, _, err) = sb.mk(&["4053", "--no-start", "--bmc-conf", creds.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let installed = sb.config_dir(4053).join("bmc.conf");
+    let meta = std::fs::symlink_metadata(&installed).unwrap();
+    let qemu_gid = std::fs::metadata("/var/lib/libvirt/qemu").unwrap().gid();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o640, 0, qemu_gid),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(&creds).unwrap()
+    );
+}
+
+#[test]
 fn teardown_removes_domain_and_volumes_and_purge_the_config_dir() {
     let sb = Sandbox::new("teardown", &[4002]);
     assert_eq!(sb.mk(&["4002"]).0, 0);

@@ -68,9 +68,9 @@ fn a_domain_without_our_metadata_is_refused() {
 fn pool_and_overlay_volume() {
     let hv = Hypervisor::connect(URI).unwrap();
     let p = plan(3003);
-    let pool = hv.ensure_pool(&p.pool, &p.pool_dir).unwrap();
+    let (pool, _) = hv.ensure_pool(&p.pool, &p.pool_dir, 0o711).unwrap();
     // A second call finds the same pool instead of failing.
-    hv.ensure_pool(&p.pool, &p.pool_dir).unwrap();
+    hv.ensure_pool(&p.pool, &p.pool_dir, 0o711).unwrap();
     let xml =
         domain_xml::overlay_volume(&p.disk_volume, 1 << 30, Path::new("/base.qcow2"), "qcow2")
             .unwrap();

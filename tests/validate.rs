@@ -53,13 +53,14 @@ fn the_validator_does_reject_a_broken_domain() {
 
 #[test]
 fn pool_and_volume_documents_validate() {
-    let pool = domain_xml::pool("mkheadnode", Path::new("/var/lib/mkheadnode/images")).unwrap();
+    let pool =
+        domain_xml::pool("mkheadnode", Path::new("/var/lib/mkheadnode/images"), 0o711).unwrap();
     assert!(virt_xml_validate(&pool, "storagepool").0, "{pool}");
     let vol =
         domain_xml::overlay_volume("headnode-1.qcow2", 10 << 30, Path::new("/b.qcow2"), "qcow2")
             .unwrap();
     assert!(virt_xml_validate(&vol, "storagevol").0, "{vol}");
-    let vol = domain_xml::seed_volume("headnode-1-seed.iso", 59392).unwrap();
+    let vol = domain_xml::raw_volume("headnode-1-seed.iso", 59392).unwrap();
     assert!(virt_xml_validate(&vol, "storagevol").0, "{vol}");
 }
 

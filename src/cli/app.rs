@@ -3,8 +3,10 @@ Running a parsed command line: load settings, connect, dispatch, and sum up bulk
 */
 
 use crate::cli::args::{Cli, Command, CreateArgs, GlobalArgs};
-use crate::cli::bulk::{each, on_this_machine};
+use crate::cli::bulk::each;
 use crate::cli::docs;
+use crate::cli::fleet;
+use crate::cli::node_args::ProfileCommand;
 use crate::cli::operate;
 use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
@@ -12,9 +14,10 @@ use crate::host::interrupt;
 use crate::host::kvm_probe;
 use crate::host::virt_type;
 use crate::model::config::Config;
-use crate::model::machines;
+use crate::model::fleet::place;
 use crate::model::plan::Plan;
 use crate::model::vlan::{self, Vlan};
+use crate::model::{bmc_conf, machines};
 use crate::ops::create::{CreateOptions, Created};
 use crate::ops::report::{Reporter, Verbosity};
 use crate::ops::session::Session;
@@ -59,9 +62,56 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::KvmProbe | Command::Completions { .. } | Command::Man { .. }) => {
             unreachable!("handled above")
         }
-        Some(Command::Profile { action }) => operate::profile(g, config, out, action),
-        Some(Command::Install(args)) => operate::install(g, config, out, args),
-        Some(Command::Nodes(args)) => operate::nodes(g, config, out, args),
+        Some(Command::Profile { action }) => {
+            operate::profile(&profile_target(g, &config, action)?, config, out, action)
+        }
+        Some(Command::Install(args)) => {
+            operate::install(&aimed(g, &config, &args.vlan)?, config, out, args)
+        }
+        Some(Command::Nodes(args)) => {
+            operate::nodes(&aimed(g, &config, &args.vlan)?, config, out, args)
+        }
+    }
+}
+
+/// `g` aimed at the host of the VLAN `spec` in a fleet run; a `spec` that is no VLAN is left for
+/// the command to refuse.
+fn aimed(g: &GlobalArgs, config: &Config, spec: &str) -> anyhow::Result<GlobalArgs> {
+    match spec.parse::<Vlan>() {
+        Ok(v) => Ok(fleet::routed(g, config, v)?.0),
+        Err(_) => Ok(g.clone()),
+    }
+}
+
+/// `g` for a `profile` command: in a fleet run, aimed at the one host that serves its VLANs
+/// (`profile` works on the hypervisor's own files, so that host must be this machine).
+fn profile_target(
+    g: &GlobalArgs,
+    config: &Config,
+    action: &ProfileCommand,
+) -> anyhow::Result<GlobalArgs> {
+    let spec = match action {
+        ProfileCommand::Add { vlans, .. } | ProfileCommand::Remove { vlans, .. } => Some(vlans),
+        ProfileCommand::List { vlans, .. } => vlans.as_ref(),
+    };
+    let (Some(hosts), Some(Ok(vlans))) =
+        (fleet::hosts(g, config)?, spec.map(|s| vlan::parse_list(s)))
+    else {
+        return Ok(g.clone());
+    };
+    match place(&hosts, &vlans)?.as_slice() {
+        [(host, _)] => Ok(g.aimed_at(&host.uri)),
+        several => {
+            let names: Vec<&str> = several.iter().map(|(h, _)| h.name.as_str()).collect();
+            Err(failure(
+                Kind::Usage,
+                format!(
+                    "`profile` works on one hypervisor's files, and these VLANs are on {}: run \
+                     it on each of them for its VLANs",
+                    names.join(", ")
+                ),
+            ))
+        }
     }
 }
 
@@ -100,26 +150,48 @@ fn teardown(
         }
         return Ok(());
     }
-    if purge {
-        on_this_machine(&g.connect, "teardown --purge")?;
-    }
     interrupt::install()?;
-    let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
-    each(&vlans, out, g.jobs.into(), |v| {
-        session.teardown(v, purge).map(|()| "torn down")
+    fleet::run(g, &config, out, &vlans, |session, vlans| {
+        each(vlans, out, g.jobs.into(), |v| {
+            session.teardown(v, purge).map(|()| "torn down")
+        })
     })
 }
 
 /// `list`: every headnode of ours, as a table or JSON.
 fn list(g: &GlobalArgs, config: Config, out: Reporter, json: bool) -> anyhow::Result<()> {
-    let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
-    let rows = session.list()?;
+    let mut rows = Vec::new();
+    let mut unreachable = Vec::new();
+    for (host, found) in fleet::each_host(g, &config, out, Session::list)? {
+        match (found, host) {
+            (Ok(found), host) => rows.extend(found.into_iter().map(|mut r| {
+                r.host.clone_from(&host);
+                r
+            })),
+            (Err(e), Some(name)) => {
+                out.error(None, &e);
+                unreachable.push(name);
+            }
+            (Err(e), None) => return Err(e),
+        }
+    }
+    rows.sort_by_key(|r| r.vlan);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", table(&rows));
     }
-    Ok(())
+    if unreachable.is_empty() {
+        Ok(())
+    } else {
+        Err(failure(
+            Kind::Libvirt,
+            format!(
+                "not listed: host(s) {} could not be reached",
+                unreachable.join(", ")
+            ),
+        ))
+    }
 }
 
 /// `status`: one headnode, as a table or JSON.
@@ -131,8 +203,10 @@ fn status(
     json: bool,
 ) -> anyhow::Result<()> {
     let vlan: Vlan = vlan.parse()?;
-    let session = Session::new(config, Hypervisor::connect(&g.connect)?, out);
-    let row = session.status(vlan)?;
+    let (g, host) = fleet::routed(g, &config, vlan)?;
+    let session = Session::new(config, Hypervisor::connect(g.uri())?, out);
+    let mut row = session.status(vlan)?;
+    row.host = host;
     if json {
         println!("{}", serde_json::to_string_pretty(&row)?);
     } else {
@@ -156,14 +230,23 @@ fn check(g: &GlobalArgs, config: &Config, vlans: Option<&str>) -> anyhow::Result
         Some(spec) => vlan::parse_list(spec)?,
         None => Vec::new(),
     };
-    on_this_machine(&g.connect, "check")?;
-    let hv = Hypervisor::connect(&g.connect);
-    let findings = check::run(config, hv.as_ref(), &vlans);
-    print!("{}", check::render(&findings));
-    let failed = findings
-        .iter()
-        .filter(|f| f.level == check::Level::Fail)
-        .count();
+    let failed = match fleet::hosts(g, config)? {
+        None => check_one(g.uri(), config, &vlans),
+        Some(hosts) => {
+            let placed = if vlans.is_empty() {
+                hosts.into_iter().map(|h| (h, Vec::new())).collect()
+            } else {
+                place(&hosts, &vlans)?
+            };
+            placed
+                .iter()
+                .map(|(host, vlans)| {
+                    println!("host {} ({}):", host.name, host.uri);
+                    check_one(&host.uri, config, vlans)
+                })
+                .sum()
+        }
+    };
     if failed > 0 {
         return Err(failure(
             Kind::Other,
@@ -171,6 +254,17 @@ fn check(g: &GlobalArgs, config: &Config, vlans: Option<&str>) -> anyhow::Result
         ));
     }
     Ok(())
+}
+
+/// Check the hypervisor at `uri` for `vlans`, print the findings; how many failed.
+fn check_one(uri: &str, config: &Config, vlans: &[Vlan]) -> usize {
+    let hv = Hypervisor::connect(uri);
+    let findings = check::run(config, hv.as_ref(), vlans);
+    print!("{}", check::render(&findings));
+    findings
+        .iter()
+        .filter(|f| f.level == check::Level::Fail)
+        .count()
 }
 
 /// `create` or `rebuild`: each VLAN's headnode, up to `--jobs` at a time; then, with `--wait`,
@@ -186,22 +280,36 @@ fn create(
     let vlans = vlan::parse_list(spec)?;
     // Read and validated once, before connecting or touching anything.
     let machines = args.machines.as_deref().map(machines::load).transpose()?;
+    let bmc_conf = args.bmc_conf.as_deref().map(bmc_conf::load).transpose()?;
     if cli.global.dry_run {
-        return dry_run(&cli.global.connect, &config, &vlans);
+        return dry_run(cli.global.uri(), &config, &vlans);
     }
-    on_this_machine(
-        &cli.global.connect,
-        if rebuild { "rebuild" } else { "create" },
-    )?;
     interrupt::install()?;
-    let session = Session::new(config, Hypervisor::connect(&cli.global.connect)?, out);
     let opts = CreateOptions {
         machines,
+        bmc_conf,
         no_start: args.no_start,
     };
+    let jobs = cli.global.jobs.into();
+    fleet::run(&cli.global, &config, out, &vlans, |session, vlans| {
+        create_on(session, vlans, &opts, args, rebuild, jobs, out)
+    })
+}
+
+/// `create` or `rebuild` of `vlans` on one hypervisor, up to `jobs` at a time; then, with
+/// `--wait`, wait for those that run.
+fn create_on(
+    session: &Session,
+    vlans: &[Vlan],
+    opts: &CreateOptions,
+    args: &CreateArgs,
+    rebuild: bool,
+    jobs: usize,
+    out: Reporter,
+) -> anyhow::Result<()> {
     let started: Mutex<Vec<Plan>> = Mutex::default();
-    let result = each(&vlans, out, cli.global.jobs.into(), |v| {
-        let (what, running) = create_one(&session, v, &opts, args.wait, rebuild)?;
+    let result = each(vlans, out, jobs, |v| {
+        let (what, running) = create_one(session, v, opts, args.wait, rebuild)?;
         if let Some(plan) = running {
             started
                 .lock()
@@ -213,7 +321,7 @@ fn create(
     let mut started = started.into_inner().unwrap_or_else(PoisonError::into_inner);
     started.sort_by_key(|p| p.vlan);
     if args.wait && !started.is_empty() {
-        wait_for(&started, args, out)?;
+        wait_for(&session.hv, &started, args, out)?;
     }
     result
 }
@@ -257,22 +365,32 @@ fn create_one(
 }
 
 /// `--wait`: until every started headnode is ready, then say how to reach each.
-fn wait_for(started: &[Plan], args: &CreateArgs, out: Reporter) -> anyhow::Result<()> {
+fn wait_for(
+    hv: &Hypervisor,
+    started: &[Plan],
+    args: &CreateArgs,
+    out: Reporter,
+) -> anyhow::Result<()> {
     wait::until_ready(
-        started,
+        started.iter().map(|p| wait::Watched::new(hv, p)).collect(),
         Duration::from_secs(args.timeout.unwrap_or(CreateArgs::DEFAULT_TIMEOUT)),
         out.verbosity > Verbosity::Quiet,
     )?;
+    let virsh = if hv.is_local() {
+        "virsh".to_string()
+    } else {
+        format!("virsh -c '{}'", hv.uri())
+    };
     for plan in started {
         let name = &plan.domain_name;
         // ssh logs in with a key only.
         let reach = if plan.ssh_authorized_keys.is_empty() {
             format!(
-                "`virsh console {name}` from here (no ssh key is configured: --ssh-key adds one)"
+                "`{virsh} console {name}` from here (no ssh key is configured: --ssh-key adds one)"
             )
         } else {
             format!(
-                "ssh to {} from the VLAN, `virsh console {name}` from here",
+                "ssh to {} from the VLAN, `{virsh} console {name}` from here",
                 plan.addressing.private_address
             )
         };

@@ -124,6 +124,10 @@ pub struct CreateArgs {
     /// Install this file (validated: `<mac> <ipv4>` per line) as machines.txt.
     #[arg(long, value_name = "FILE")]
     pub machines: Option<PathBuf>,
+    /// Install this file (validated: `[default]` or `[<bmc ipv4>]` sections of known keys) as
+    /// bmc.conf, readable by qemu's group only.
+    #[arg(long, value_name = "FILE")]
+    pub bmc_conf: Option<PathBuf>,
     /// Define the headnodes but do not start them.
     #[arg(long)]
     pub no_start: bool,
@@ -144,6 +148,7 @@ impl CreateArgs {
     pub fn merged(&self, before: &CreateArgs) -> CreateArgs {
         CreateArgs {
             machines: self.machines.clone().or_else(|| before.machines.clone()),
+            bmc_conf: self.bmc_conf.clone().or_else(|| before.bmc_conf.clone()),
             no_start: self.no_start || before.no_start,
             wait: self.wait || before.wait,
             timeout: self.timeout.or(before.timeout),
@@ -154,9 +159,12 @@ impl CreateArgs {
 /// Options every command takes; each config key is also a flag here.
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
-    /// libvirt URI.
-    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI", default_value = DEFAULT_URI)]
-    pub connect: String,
+    /// libvirt URI [default: qemu:///system, or the configured [[hosts]]].
+    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI")]
+    pub connect: Option<String>,
+    /// Only this host of the configured fleet (may be repeated).
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "connect")]
+    pub host: Vec<String>,
     /// Config file (default /etc/mkheadnode/config.toml, if it exists).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -244,6 +252,20 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
+    /// The libvirt URI of a run on one hypervisor: `--connect`, `LIBVIRT_DEFAULT_URI`, or
+    /// `qemu:///system`.
+    pub fn uri(&self) -> &str {
+        self.connect.as_deref().unwrap_or(DEFAULT_URI)
+    }
+
+    /// These options, aimed at the hypervisor at `uri`.
+    pub fn aimed_at(&self, uri: &str) -> GlobalArgs {
+        GlobalArgs {
+            connect: Some(uri.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// Lay the flags over `config` and validate the result.
     pub fn apply(&self, mut config: Config) -> anyhow::Result<Config> {
         fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
@@ -353,7 +375,7 @@ mod tests {
             cli.command,
             Some(Command::Teardown { purge: true, .. })
         ));
-        assert_eq!(cli.global.connect, "test:///default");
+        assert_eq!(cli.global.uri(), "test:///default");
     }
 
     #[test]

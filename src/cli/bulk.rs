@@ -1,18 +1,18 @@
 /*!
-What every command shares: refusing work on another machine's files, and running a step for
+What every command shares: refusing `profile` over a URI naming another machine, and running a step for
 each VLAN of a bulk run, up to `--jobs` at once, summed up.
 */
 
 use crate::error::{failure, kind_of, Kind};
-use crate::host::hypervisor::uri_is_local;
+use crate::model::uri::uri_is_local;
 use crate::model::vlan::Vlan;
 use crate::ops::report::Reporter;
 use anyhow::Context as _;
 use std::sync::{Mutex, PoisonError};
 
-/// Refuse `what` over a URI naming another machine: it works on the hypervisor's own files (config
-/// dirs, the AppArmor abstraction, console logs), which libvirt gives no access to. Checked
-/// before connecting.
+/// Refuse `what` over a URI naming another machine: it works on files of the hypervisor's that
+/// libvirt gives no access to as they need (`profile`: whole directory trees, swapped
+/// atomically). Checked before connecting.
 pub fn on_this_machine(uri: &str, what: &str) -> anyhow::Result<()> {
     if uri_is_local(uri) {
         return Ok(());
@@ -20,9 +20,9 @@ pub fn on_this_machine(uri: &str, what: &str) -> anyhow::Result<()> {
     Err(failure(
         Kind::Usage,
         format!(
-            "`{what}` works on the hypervisor's own files (config dirs, AppArmor, console logs), \
-             and {uri} is another machine: run mkheadnode there (`ssh <host> mkheadnode ...`). \
-             Over {uri}, list, status and teardown without --purge work"
+            "`{what}` works on the hypervisor's own files (profile trees in config dirs), and \
+             {uri} is another machine: run it there (`ssh <host> mkheadnode ...`). Every other \
+             command works over {uri}"
         ),
     ))
 }

@@ -1,5 +1,6 @@
 /*!
-The command line: the flags ([`args`]), running them ([`app`]), and the completion scripts
+The command line: the flags ([`args`]), running them ([`app`]) on one hypervisor or across
+a fleet ([`fleet`]), and the completion scripts
 and man pages made from them ([`docs`]).
 */
 
@@ -7,5 +8,6 @@ pub mod app;
 pub mod args;
 pub mod bulk;
 pub mod docs;
+pub mod fleet;
 pub mod node_args;
 pub mod operate;

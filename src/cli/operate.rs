@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 fn session(g: &GlobalArgs, config: Config, out: Reporter) -> anyhow::Result<Session> {
-    Ok(Session::new(config, Hypervisor::connect(&g.connect)?, out))
+    Ok(Session::new(config, Hypervisor::connect(g.uri())?, out))
 }
 
 /// `profile add|list|remove`.
@@ -68,7 +68,7 @@ fn profile_remove(
     }) {
         return Ok(());
     }
-    on_this_machine(&g.connect, "profile remove")?;
+    on_this_machine(g.uri(), "profile remove")?;
     let session = session(g, config, out)?;
     each(&vlans, out, g.jobs.into(), |v| {
         let publication = session.profile_remove(v, name)?;
@@ -136,7 +136,7 @@ fn profile_add(
     }) {
         return Ok(());
     }
-    on_this_machine(&g.connect, "profile add")?;
+    on_this_machine(g.uri(), "profile add")?;
     let session = session(g, config, out)?;
     // One VLAN at a time: the copies share the disk.
     each(&vlans, out, 1, |v| {
@@ -162,7 +162,7 @@ fn profile_list(
     json: bool,
 ) -> anyhow::Result<()> {
     let given = spec.map(vlan::parse_list).transpose()?;
-    on_this_machine(&g.connect, "profile list")?;
+    on_this_machine(g.uri(), "profile list")?;
     let session = session(g, config, out)?;
     let vlans = match given {
         Some(vlans) => vlans,

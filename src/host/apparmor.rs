@@ -46,6 +46,37 @@ fn squash(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
+/// What a create says about AppArmor on another machine, whose libvirt uses the security drivers
+/// `models`. The abstraction file there is out of libvirt's reach, and not needed: with the
+/// `apparmor` driver, libvirt's virt-aa-helper writes each domain a profile of its own that
+/// grants a `<filesystem type='mount'>` share's source dir recursively, read-only when the share
+/// is `<readonly/>` (ours is). What the abstraction rule adds beyond that is only reach: it lets
+/// every qemu guest of the host read every config dir (bmc.conf's credentials included), and
+/// covers a domain whose profile virt-aa-helper does not write (a static `<seclabel>`, a libvirt
+/// too old to know shares). A headnode needs neither.
+pub fn remote_note(models: &[String]) -> String {
+    if models.iter().any(|m| m == "apparmor") {
+        "AppArmor: libvirt there confines guests with per-domain profiles, which grant the \
+         headnode read access to its own config dir (virt-aa-helper); the abstraction file \
+         there is not reachable through libvirt and not edited"
+            .into()
+    } else {
+        format!(
+            "AppArmor: not used by libvirt there (security drivers: {}); nothing to add",
+            drivers(models)
+        )
+    }
+}
+
+/// libvirt's security drivers as a list for people (`none reported` if there are none).
+pub fn drivers(models: &[String]) -> String {
+    if models.is_empty() {
+        "none reported".to_string()
+    } else {
+        models.join(", ")
+    }
+}
+
 /// Whether `text` already grants `rule` on an uncommented line (white space ignored).
 pub fn contains_rule(text: &str, rule: &str) -> bool {
     let want = squash(rule);

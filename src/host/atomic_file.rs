@@ -24,6 +24,25 @@ pub fn replace(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
             meta.permissions().mode() & 0o7777
         );
     }
+    replace_as(
+        path,
+        contents,
+        meta.permissions().mode() & 0o7777,
+        (meta.uid(), meta.gid()),
+    )
+}
+
+/// Put `contents` at `path` (replacing what is there, or not) through a temporary file in the
+/// same directory that gets `mode` and `owner` (uid, gid) before it is fsynced and renamed into
+/// place. A symbolic link at `path` is refused; one planted after that check is replaced by the
+/// rename, never written through.
+pub fn replace_as(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    (uid, gid): (u32, u32),
+) -> anyhow::Result<()> {
+    nofollow::refuse_link(path, "file")?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".mkheadnode-")
@@ -31,11 +50,9 @@ pub fn replace(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(contents)?;
     let file = tmp.as_file();
-    file.set_permissions(fs::Permissions::from_mode(
-        meta.permissions().mode() & 0o7777,
-    ))?;
-    std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()))
-        .with_context(|| format!("keeping the owner of {}", path.display()))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+        .with_context(|| format!("setting the owner of {}", path.display()))?;
     file.sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     fs::File::open(dir)?.sync_all()?;

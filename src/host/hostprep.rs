@@ -71,6 +71,19 @@ pub fn ensure_config_dir(
     Ok(outcome)
 }
 
+/// The mode of `bmc.conf`: root writes it, qemu's group reads it (the headnode reads it through
+/// the share), nobody else may (the link tool refuses a world-readable one).
+pub const BMC_CONF_MODE: u32 = 0o640;
+
+/// Install `contents` as `bmc.conf` in the config dir `dir` (made before), atomically, owned by
+/// root and qemu's group `qemu_gid`, mode [`BMC_CONF_MODE`]. A link in its place is refused.
+pub fn install_bmc_conf(dir: &Path, contents: &[u8], qemu_gid: u32) -> anyhow::Result<()> {
+    let file = dir.join("bmc.conf");
+    nofollow::refuse_link(&file, "BMC credentials")?;
+    atomic_file::replace_as(&file, contents, BMC_CONF_MODE, (0, qemu_gid))
+        .with_context(|| format!("installing BMC credentials as {}", file.display()))
+}
+
 /// An exclusive lock on one VLAN, released when dropped.
 #[derive(Debug)]
 pub struct VlanLock {

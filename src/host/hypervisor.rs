@@ -6,6 +6,7 @@ Every call adds what it was doing to the error, so a libvirt failure reads as
 */
 
 use crate::error::{failure, Kind};
+use crate::model::uri::uri_is_local;
 use crate::render::domain_xml::{self, Metadata, METADATA_NS};
 use anyhow::Context;
 use std::io::Write as _;
@@ -16,6 +17,7 @@ use virt::enumutil::Enum;
 use virt::error::{clear_error_callback, Error as VirtError, ErrorNumber};
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
+use virt::stream::Stream;
 use virt::sys;
 
 /// The libvirt URI used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says otherwise.
@@ -55,17 +57,6 @@ pub struct Hypervisor {
     pools: std::sync::Mutex<()>,
 }
 
-/// Whether a libvirt URI names a hypervisor on this machine, so that its paths are ours: no
-/// host, and no transport or the local `unix` one (`qemu:///system`, `qemu+unix:///system`,
-/// `test:///default`), as opposed to `qemu+ssh://host/system` or `qemu://host/system`.
-pub fn uri_is_local(uri: &str) -> bool {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return true;
-    };
-    let local_transport = scheme.split_once('+').is_none_or(|(_, t)| t == "unix");
-    local_transport && rest.starts_with('/')
-}
-
 impl Hypervisor {
     /// Connect to `uri`.
     pub fn connect(uri: &str) -> anyhow::Result<Hypervisor> {
@@ -85,6 +76,11 @@ impl Hypervisor {
             uri: uri.to_string(),
             pools: std::sync::Mutex::new(()),
         })
+    }
+
+    /// The libvirt connection itself.
+    pub fn connection(&self) -> &Connect {
+        &self.conn
     }
 
     /// The URI this connection was opened with.
@@ -127,6 +123,32 @@ impl Hypervisor {
             .collect())
     }
 
+    /// The group qemu runs as there (libvirt's DAC base label, `+uid:+gid`), for files a
+    /// headnode must read and others must not.
+    pub fn qemu_gid(&self) -> anyhow::Result<u32> {
+        let caps = self
+            .conn
+            .capabilities()
+            .context("reading host capabilities")?;
+        caps.split("<baselabel")
+            .skip(1)
+            .filter_map(|s| s.split('>').nth(1)?.split('<').next())
+            .find_map(|label| {
+                label
+                    .rsplit(':')
+                    .next()?
+                    .trim_start_matches('+')
+                    .parse()
+                    .ok()
+            })
+            .with_context(|| {
+                format!(
+                    "libvirt at {} reports no DAC base label, so qemu's group is unknown",
+                    self.uri
+                )
+            })
+    }
+
     /// Whether a libvirt network of this name exists and is active.
     pub fn network_active(&self, name: &str) -> anyhow::Result<Option<bool>> {
         let net = optional(
@@ -139,42 +161,124 @@ impl Hypervisor {
             .context("reading network state")
     }
 
-    /// The named storage pool, defined (as a dir pool at `dir`), built and started if needed.
-    /// Threads of this process take turns; against another process doing the same at the same
-    /// time, whoever loses a step uses the pool the other one made.
-    pub fn ensure_pool(&self, name: &str, dir: &Path) -> anyhow::Result<StoragePool> {
+    /// The named storage pool, defined (as a dir pool at `dir`, mode `mode`, owned by root),
+    /// built and started if needed; whether this call defined it. Building a dir pool makes its
+    /// directory with that owner and mode. Threads of this process take turns; against another
+    /// process doing the same at the same time, whoever loses a step uses the pool the other one
+    /// made.
+    pub fn ensure_pool(
+        &self,
+        name: &str,
+        dir: &Path,
+        mode: u32,
+    ) -> anyhow::Result<(StoragePool, bool)> {
         let _one_at_a_time = self
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let pool = match self.find_pool(name)? {
-            Some(p) => p,
+        let (pool, defined) = match self.find_pool(name)? {
+            Some(p) => (p, false),
             None => match self
                 .conn
-                .define_storage_pool_xml(&domain_xml::pool(name, dir)?, 0)
+                .define_storage_pool_xml(&domain_xml::pool(name, dir, mode)?, 0)
             {
                 Ok(p) => {
                     p.set_autostart(true)?;
-                    p
+                    (p, true)
                 }
-                Err(e) => self.find_pool(name)?.ok_or(e).with_context(|| {
-                    format!("defining storage pool {name} at {}", dir.display())
-                })?,
+                Err(e) => (
+                    self.find_pool(name)?.ok_or(e).with_context(|| {
+                        format!("defining storage pool {name} at {}", dir.display())
+                    })?,
+                    false,
+                ),
             },
         };
         if pool.is_active()? {
-            return Ok(pool);
+            return Ok((pool, defined));
         }
         let built = pool
             .build(sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
             .or_else(|_| pool.build(0));
         let started = pool.create(0);
         if pool.is_active()? {
-            return Ok(pool);
+            return Ok((pool, defined));
         }
         built.with_context(|| format!("building storage pool {name} at {}", dir.display()))?;
         started.with_context(|| format!("starting storage pool {name}"))?;
-        Ok(pool)
+        Ok((pool, defined))
+    }
+
+    /// The pool named `name` at `dir` if it exists, started; a pool of that name elsewhere is
+    /// refused (`what` says what it was to be). `Ok(None)` if there is none.
+    pub fn started_pool_at(
+        &self,
+        name: &str,
+        dir: &Path,
+        what: &str,
+    ) -> anyhow::Result<Option<StoragePool>> {
+        let Some(pool) = self.find_pool(name)? else {
+            return Ok(None);
+        };
+        let xml = pool.xml_desc(0).context("reading the pool's XML")?;
+        if pool_target(&xml).as_deref() != Some(dir) {
+            return Err(failure(
+                Kind::Refused,
+                format!(
+                    "storage pool {name} is not at {} ({what}): leaving it alone; check it \
+                     (`virsh pool-dumpxml {name}`)",
+                    dir.display()
+                ),
+            ));
+        }
+        if !pool.is_active()? {
+            pool.create(0)
+                .with_context(|| format!("starting storage pool {name}"))?;
+        }
+        Ok(Some(pool))
+    }
+
+    /// The mode of the directory that the pool `name` at `dir` is, as libvirt reads it;
+    /// `Ok(None)` if there is no such pool.
+    pub fn pool_mode(&self, name: &str, dir: &Path) -> anyhow::Result<Option<u32>> {
+        let Some(pool) = self.started_pool_at(name, dir, "a config dir")? else {
+            return Ok(None);
+        };
+        let xml = pool.xml_desc(0).context("reading the pool's XML")?;
+        let mode = xml
+            .split("<mode>")
+            .nth(1)
+            .and_then(|m| m.split("</mode>").next())
+            .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+            .with_context(|| format!("pool {name} reports no mode"))?;
+        Ok(Some(mode))
+    }
+
+    /// Remove the pool `name` at `dir` and the directory it is: its volumes (plain files; a
+    /// symbolic link among them is unlinked, never followed), the empty directory, and the
+    /// pool's definition. A missing pool is not an error; one elsewhere is refused. Returns
+    /// whether there was one.
+    pub fn delete_pool_at(&self, name: &str, dir: &Path, what: &str) -> anyhow::Result<bool> {
+        let Some(pool) = self.started_pool_at(name, dir, what)? else {
+            return Ok(false);
+        };
+        pool.refresh(0).ok();
+        for vol in pool
+            .list_all_volumes(0)
+            .with_context(|| format!("listing the volumes of pool {name}"))?
+        {
+            let vname = vol.name().unwrap_or_default();
+            vol.delete(0)
+                .with_context(|| format!("deleting {vname} from {}", dir.display()))?;
+        }
+        // libvirt removes the directory of a stopped pool only.
+        pool.destroy()
+            .with_context(|| format!("stopping pool {name}"))?;
+        pool.delete(0)
+            .with_context(|| format!("removing {} (pool {name})", dir.display()))?;
+        pool.undefine()
+            .with_context(|| format!("undefining pool {name}"))?;
+        Ok(true)
     }
 
     /// The named pool if it exists.
@@ -211,16 +315,14 @@ impl Hypervisor {
 
     /// Write `bytes` into `vol` from its start, straight into its file or device.
     ///
-    /// mkheadnode only creates on the hypervisor it runs on, so the volume's path is ours to
-    /// write. libvirt's upload streams were not: in parallel bulk creates, a stream sharing the
-    /// connection with other calls now and then left both waiting forever, the client for the
-    /// daemon's replies and the daemon for the stream's end (even one stream at a time).
+    /// On this machine the volume's path is ours to write. libvirt's upload streams were not
+    /// fit for that: in parallel bulk creates, a stream sharing the connection with other calls
+    /// now and then left both waiting forever, the client for the daemon's replies and the
+    /// daemon for the stream's end (even one stream at a time). On another machine there is no
+    /// other way than a stream, so it gets a connection of its own (see [`Hypervisor::upload`]).
     pub fn write_volume(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
         if !self.is_local() {
-            anyhow::bail!(
-                "{} is another machine: a volume there can only be written on it",
-                self.uri
-            );
+            return self.upload(vol, bytes);
         }
         let path = vol.path().context("reading the volume's path")?;
         let mut file = std::fs::OpenOptions::new()
@@ -230,6 +332,45 @@ impl Hypervisor {
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("writing {path}"))
+    }
+
+    /// Upload `bytes` into `vol` through a libvirt stream on a connection opened for this one
+    /// upload and closed after it, so that no other call ever shares a connection with a stream
+    /// (the hang [`Hypervisor::write_volume`] describes). The volume is found again on that
+    /// connection by its pool and name.
+    pub fn upload(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
+        let name = vol.name().context("reading the volume's name")?;
+        let pool_name = vol
+            .lookup_storage_pool()
+            .and_then(|p| p.name())
+            .with_context(|| format!("finding the pool of volume {name}"))?;
+        let own = Hypervisor::connect(&self.uri)?;
+        let pool = own
+            .find_pool(&pool_name)?
+            .with_context(|| format!("storage pool {pool_name} went away"))?;
+        let vol = own
+            .find_volume(&pool, &name)?
+            .with_context(|| format!("volume {name} went away"))?;
+        let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
+        vol.upload(&stream, 0, bytes.len() as u64, 0)
+            .with_context(|| format!("starting the upload into {name}"))?;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match stream.send(&rest[..rest.len().min(256 << 10)]) {
+                Ok(n) if n > 0 => rest = &rest[n.unsigned_abs()..],
+                Ok(_) => {
+                    let _ = stream.abort();
+                    anyhow::bail!("uploading into {name}: the stream took nothing");
+                }
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(e).with_context(|| format!("uploading into {name}"));
+                }
+            }
+        }
+        stream
+            .finish()
+            .with_context(|| format!("finishing the upload into {name}"))
     }
 
     /// Delete the named volume from the named pool only if its path is `path`; a missing pool or
@@ -337,6 +478,40 @@ impl Hypervisor {
         dom.xml_desc(0).context("reading domain XML")
     }
 
+    /// Size in bytes and format of the base image at `path` on the hypervisor, through libvirt:
+    /// as a volume of any pool, else of a pool made for its directory (`mkheadnode-base-<n>`,
+    /// started but never built: the directory is only read). `Ok(None)` if it is not there.
+    pub fn base_volume(&self, path: &Path) -> anyhow::Result<Option<(u64, String)>> {
+        if let Some(found) = self.volume_by_path(path) {
+            return Ok(Some(found));
+        }
+        let Some(dir) = path.parent() else {
+            return Ok(None);
+        };
+        let name = base_pool_name(dir);
+        let pool = match self.started_pool_at(&name, dir, "a base image dir")? {
+            Some(p) => p,
+            None => {
+                let xml = domain_xml::pool(&name, dir, 0o755)?;
+                let pool = match self.conn.define_storage_pool_xml(&xml, 0) {
+                    Ok(p) => p,
+                    Err(_) => match self.find_pool(&name)? {
+                        Some(p) => p,
+                        None => return Ok(None),
+                    },
+                };
+                if !pool.is_active()? && pool.create(0).is_err() && !pool.is_active()? {
+                    // No such directory there: nothing to find, and nothing to keep.
+                    pool.undefine().ok();
+                    return Ok(None);
+                }
+                pool
+            }
+        };
+        pool.refresh(0).ok();
+        Ok(self.volume_by_path(path))
+    }
+
     /// Size in bytes and format (`qcow2` or `raw`) of a base image that libvirt knows as a
     /// volume, for hypervisors whose files we cannot read ourselves.
     pub fn volume_by_path(&self, path: &Path) -> Option<(u64, String)> {
@@ -350,6 +525,26 @@ impl Hypervisor {
         };
         Some((cap, format.to_string()))
     }
+}
+
+/// The name of the pool made for a base image directory: one per directory, named by a hash of
+/// its path.
+fn base_pool_name(dir: &Path) -> String {
+    let hash = dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("mkheadnode-base-{:08x}", hash >> 32)
+}
+
+/// The `<target><path>` of a pool's XML.
+fn pool_target(xml: &str) -> Option<std::path::PathBuf> {
+    let after = xml.split("<target>").nth(1)?;
+    let path = after.split("<path>").nth(1)?.split("</path>").next()?;
+    Some(std::path::PathBuf::from(path.trim()))
 }
 
 /// A domain's state as a short word (`running`, `shut off`, ...).
@@ -366,31 +561,4 @@ pub fn state_word(dom: &Domain) -> String {
         _ => "unknown",
     }
     .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::uri_is_local;
-
-    #[test]
-    fn local_uris_are_told_from_other_machines() {
-        for uri in [
-            "qemu:///system",
-            "qemu:///session",
-            "qemu+unix:///system",
-            "qemu+unix:///system?socket=/run/libvirt/libvirt-sock",
-            "test:///default",
-        ] {
-            assert!(uri_is_local(uri), "{uri}");
-        }
-        for uri in [
-            "qemu+ssh://root@hv1/system",
-            "qemu+ssh://hv1:2222/system",
-            "qemu+tcp://hv1/system",
-            "qemu://hv1/system",
-            "qemu+tls://hv1/system",
-        ] {
-            assert!(!uri_is_local(uri), "{uri}");
-        }
-    }
 }

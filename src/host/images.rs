@@ -12,8 +12,14 @@ use std::path::Path;
 /// The magic number that opens a qcow2 file.
 const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
 
-/// Size in bytes and format of the base image.
+/// Size in bytes and format of the base image (on the hypervisor, wherever that is).
 pub fn base_image_info(hv: &Hypervisor, path: &Path) -> anyhow::Result<(u64, String)> {
+    if !hv.is_local() {
+        // A file of the same name here says nothing about the hypervisor's.
+        return hv
+            .base_volume(path)?
+            .ok_or_else(|| missing_base(path, hv.uri()));
+    }
     match std::fs::File::open(path) {
         Ok(mut f) => {
             let mut header = [0u8; 32];
@@ -27,18 +33,21 @@ pub fn base_image_info(hv: &Hypervisor, path: &Path) -> anyhow::Result<(u64, Str
                 Ok((len, "raw".into()))
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            hv.volume_by_path(path).ok_or_else(|| {
-                failure(
-                    Kind::NotFound,
-                    format!(
-                        "base image {} does not exist: build one (`make image`) or point \
-                         base_image / --base-image at a cloud image",
-                        path.display()
-                    ),
-                )
-            })
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => hv
+            .volume_by_path(path)
+            .ok_or_else(|| missing_base(path, hv.uri())),
         Err(e) => Err(e).with_context(|| format!("reading base image {}", path.display())),
     }
+}
+
+/// The error for a base image that is not there.
+fn missing_base(path: &Path, uri: &str) -> anyhow::Error {
+    failure(
+        Kind::NotFound,
+        format!(
+            "base image {} does not exist on {uri}: build one there (`make image`) or point \
+             base_image / --base-image at a cloud image there",
+            path.display()
+        ),
+    )
 }

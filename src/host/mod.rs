@@ -1,6 +1,6 @@
 /*!
 Effects on the hypervisor host: the libvirt connection, the networks and bridges NICs plug
-into, base images, files written atomically, AppArmor, the per-VLAN config dir and lock, and
+into, base images, files written atomically, AppArmor, the per-VLAN config dir (as files here, as a storage pool on another machine) and lock, and
 the KVM probes.
 */
 
@@ -8,6 +8,8 @@ pub mod agent;
 pub mod apparmor;
 pub mod atomic_file;
 pub mod attachment;
+pub mod config_pool;
+pub mod console;
 pub mod hostprep;
 pub mod hypervisor;
 pub mod images;

@@ -7,6 +7,7 @@ are errors, so a typo never silently falls back to a default.
 
 use crate::error::{failure, Kind};
 use crate::model::addresses::Ipv4Net;
+use crate::model::fleet::{self, Host};
 use crate::model::text::{apparmor_path_problem, control_problem};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,8 @@ pub struct Config {
     /// The guest's `/boot-default/` accepts a call only from the address holding that MAC's
     /// DHCP lease (the 2013 script let any host on the VLAN reset any node).
     pub boot_default_requires_lease: bool,
+    /// The fleet: hypervisors and the VLANs each serves (`[[hosts]]`); empty for one.
+    pub hosts: Vec<Host>,
 }
 
 impl Default for Config {
@@ -161,6 +164,7 @@ impl Default for Config {
             addressing: Addressing::default(),
             ssh_authorized_keys: Vec::new(),
             boot_default_requires_lease: true,
+            hosts: Vec::new(),
         }
     }
 }
@@ -210,7 +214,8 @@ impl Config {
         self.validate_paths()?;
         self.validate_attachments()?;
         self.addressing.validate()?;
-        validate_keys(&self.ssh_authorized_keys)
+        validate_keys(&self.ssh_authorized_keys)?;
+        fleet::validate(&self.hosts)
     }
 
     /// The headnode's size, and the storage pool's name.

@@ -10,6 +10,12 @@ use crate::model::mac::Mac;
 use crate::model::vlan::Vlan;
 use std::path::PathBuf;
 
+/// The mode of our images pool's directory: qemu's user may pass through, not list it.
+pub const POOL_MODE: u32 = 0o711;
+
+/// The mode of a config dir: qemu's user reads it (the 9p share).
+pub const CONFIG_DIR_MODE: u32 = 0o755;
+
 /// Which of the headnode's two NICs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -40,6 +46,9 @@ pub struct Footprint {
     pub seed_volume: String,
     /// The config dir shared into the guest: `<config_root>/<vlan>`.
     pub config_dir: PathBuf,
+    /// The storage pool (type dir) that is the config dir where the hypervisor is another
+    /// machine: `<pool>-config-<vlan>`.
+    pub config_pool: String,
 }
 
 impl Footprint {
@@ -55,6 +64,7 @@ impl Footprint {
             disk_volume: format!("{name}.qcow2"),
             seed_volume: format!("{name}-seed.iso"),
             config_dir: config.config_root.join(vlan.to_string()),
+            config_pool: format!("{}-config-{vlan}", config.pool),
             domain_name: name,
         }
     }

@@ -5,8 +5,10 @@ plan of each headnode. Nothing here touches the host, so all of it is testable w
 
 pub mod addresses;
 pub mod agent;
+pub mod bmc_conf;
 pub mod config;
 pub mod console;
+pub mod fleet;
 pub mod footprint;
 pub mod intent;
 pub mod mac;
@@ -15,4 +17,5 @@ pub mod nodes;
 pub mod plan;
 pub mod profile;
 pub mod text;
+pub mod uri;
 pub mod vlan;

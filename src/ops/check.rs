@@ -9,6 +9,7 @@ use crate::host::hypervisor::Hypervisor;
 use crate::host::images::base_image_info;
 use crate::host::virt_type;
 use crate::model::config::{Attachment, Config};
+use crate::model::footprint::Footprint;
 use crate::model::plan::{Plan, VirtType};
 use crate::model::vlan::Vlan;
 use crate::render::seed::{BIOS_LOADER, UEFI_LOADER};
@@ -74,10 +75,28 @@ pub fn run(
     let mut out = vec![libvirt(&hv)];
     let hv = hv.ok();
     out.push(security(hv));
-    out.push(apparmor_rule(config));
-    out.push(config_dir(config));
+    match hv.filter(|h| !h.is_local()) {
+        Some(remote) => {
+            out.push(remote_apparmor(remote));
+            out.extend(remote_config_dirs(remote, config, vlans));
+        }
+        None => {
+            out.push(apparmor_rule(config));
+            out.push(config_dir(config));
+        }
+    }
     out.push(boot_modes());
-    out.push(memory_sharing(Path::new(KSM_RUN)));
+    out.push(match hv.filter(|h| !h.is_local()) {
+        // The kernel switch is a file of the hypervisor's; the virt crate has no binding of
+        // libvirt's node memory parameters (shm_run), so there is nothing to read it through.
+        Some(_) => finding(
+            Level::Note,
+            "memory sharing",
+            "KSM there: not readable through libvirt from here; `cat /sys/kernel/mm/ksm/run` \
+             on the hypervisor says (1: on)",
+        ),
+        None => memory_sharing(Path::new(KSM_RUN)),
+    });
     if let Some(hv) = hv {
         out.push(base_image(hv, config));
         out.extend(attachments(hv, config, vlans));
@@ -94,7 +113,8 @@ fn libvirt(hv: &Result<&Hypervisor, &anyhow::Error>) -> Finding {
     }
 }
 
-/// Whether the kernel runs AppArmor, and which security drivers libvirt uses.
+/// Whether the kernel runs AppArmor (here only: another machine's kernel is not ours to read),
+/// and which security drivers libvirt uses.
 fn security(hv: Option<&Hypervisor>) -> Finding {
     let kernel_aa = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .map(|s| s.trim() == "Y")
@@ -102,17 +122,17 @@ fn security(hv: Option<&Hypervisor>) -> Finding {
     let models = hv
         .and_then(|h| h.security_models().ok())
         .unwrap_or_default();
+    let kernel = match hv {
+        Some(h) if !h.is_local() => "AppArmor in the kernel there: not readable through libvirt",
+        _ if kernel_aa => "AppArmor enabled in the kernel",
+        _ => "AppArmor not enabled in the kernel",
+    };
     finding(
         Level::Ok,
         "security",
         format!(
-            "AppArmor {} in the kernel; libvirt security drivers: {}",
-            if kernel_aa { "enabled" } else { "not enabled" },
-            if models.is_empty() {
-                "none reported".to_string()
-            } else {
-                models.join(", ")
-            }
+            "{kernel}; libvirt security drivers: {}",
+            apparmor::drivers(&models)
         ),
     )
 }
@@ -132,6 +152,70 @@ fn apparmor_rule(config: &Config) -> Finding {
         ),
         Err(_) => finding(Level::Ok, "apparmor", format!("{} absent: AppArmor not in use for libvirt", path.display())),
     }
+}
+
+/// AppArmor on another machine: what libvirt there does about the share, and that the
+/// abstraction file is out of reach (see [`apparmor::remote_note`]).
+fn remote_apparmor(hv: &Hypervisor) -> Finding {
+    match hv.security_models() {
+        Ok(models) => finding(
+            Level::Note,
+            "apparmor",
+            format!(
+                "{}; the abstraction file there is not checked",
+                apparmor::remote_note(&models)
+            ),
+        ),
+        Err(e) => finding(Level::Fail, "apparmor", format!("{e:#}")),
+    }
+}
+
+/// The config dirs of `vlans` on another machine: each its storage pool, and its mode.
+fn remote_config_dirs(hv: &Hypervisor, config: &Config, vlans: &[Vlan]) -> Vec<Finding> {
+    if vlans.is_empty() {
+        return vec![finding(
+            Level::Ok,
+            "config dir",
+            format!(
+                "on {} each config dir is a storage pool ({}-config-<vlan>) that create makes \
+                 (root, mode 0755); name VLANs to check theirs",
+                hv.uri(),
+                config.pool
+            ),
+        )];
+    }
+    vlans
+        .iter()
+        .map(|&v| {
+            let ours = Footprint::of(config, v);
+            let dir = ours.config_dir.display();
+            match hv.pool_mode(&ours.config_pool, &ours.config_dir) {
+                Ok(None) => finding(
+                    Level::Note,
+                    "config dir",
+                    format!(
+                        "{dir} has no pool {} yet; create makes it",
+                        ours.config_pool
+                    ),
+                ),
+                Ok(Some(mode)) if mode & 0o005 == 0o005 => finding(
+                    Level::Ok,
+                    "config dir",
+                    format!("{dir} (pool {}, mode {mode:04o})", ours.config_pool),
+                ),
+                Ok(Some(mode)) => finding(
+                    Level::Fail,
+                    "config dir",
+                    format!(
+                        "{dir} (pool {}) has mode {mode:04o}: qemu's user cannot read it; \
+                         `chmod o+rx` it there",
+                        ours.config_pool
+                    ),
+                ),
+                Err(e) => finding(Level::Fail, "config dir", format!("{e:#}")),
+            }
+        })
+        .collect()
 }
 
 /// Whether qemu's user can read the config dirs.

@@ -15,11 +15,12 @@ teardown.
 use crate::error::{failure, kind_of, Kind};
 use crate::host::apparmor;
 use crate::host::attachment;
+use crate::host::config_pool;
 use crate::host::hostprep;
 use crate::host::hypervisor::state_word;
 use crate::host::images::base_image_info;
 use crate::host::records::Records;
-use crate::model::footprint::Footprint;
+use crate::model::footprint::{Footprint, POOL_MODE};
 use crate::model::intent::Intent;
 use crate::model::machines::Machine;
 use crate::model::plan::Plan;
@@ -38,6 +39,8 @@ use virt::storage_pool::StoragePool;
 pub struct CreateOptions {
     /// Install these (validated) machines as `machines.txt`.
     pub machines: Option<Vec<Machine>>,
+    /// Install this as `bmc.conf` (root and qemu's group, mode 0640).
+    pub bmc_conf: Option<Vec<u8>>,
     /// Define but do not start.
     pub no_start: bool,
 }
@@ -85,6 +88,9 @@ impl Session {
         let records = Records::of(&self.config.state_dir, vlan);
         let existing = owned_domain(&self.hv, &self.config, vlan)?;
         self.make_config_dir(&plan, opts.machines.as_deref())?;
+        if let Some(bmc) = &opts.bmc_conf {
+            self.install_bmc_conf(&plan, bmc)?;
+        }
         checkpoint::after(vlan, "config-dir")?;
         self.allow_config_share(vlan)?;
         checkpoint::after(vlan, "apparmor")?;
@@ -115,7 +121,11 @@ impl Session {
     /// The config dir shared into the guest as `/etc/moc`, with its `machines.txt`.
     fn make_config_dir(&self, plan: &Plan, machines: Option<&[Machine]>) -> anyhow::Result<()> {
         let v = Some(plan.vlan);
-        let dir = hostprep::ensure_config_dir(&plan.config_dir, machines)?;
+        let dir = if self.hv.is_local() {
+            hostprep::ensure_config_dir(&plan.config_dir, machines)?
+        } else {
+            config_pool::ensure(&self.hv, &self.footprint(plan.vlan), machines)?
+        };
         if dir.created_dir {
             self.out.step(
                 v,
@@ -138,10 +148,32 @@ impl Session {
         Ok(())
     }
 
+    /// `bmc.conf` in the config dir, readable by qemu's group only.
+    fn install_bmc_conf(&self, plan: &Plan, contents: &[u8]) -> anyhow::Result<()> {
+        let gid = self.hv.qemu_gid()?;
+        if self.hv.is_local() {
+            hostprep::install_bmc_conf(&plan.config_dir, contents, gid)?;
+        } else {
+            config_pool::install_bmc_conf(&self.hv, &self.footprint(plan.vlan), contents, gid)?;
+        }
+        self.out.step(
+            Some(plan.vlan),
+            format!(
+                "installed BMC credentials as {} (root:{gid}, mode 0640)",
+                plan.config_dir.join("bmc.conf").display()
+            ),
+        );
+        Ok(())
+    }
+
     /// The AppArmor rule that lets qemu read the config dirs, where AppArmor is in use.
     fn allow_config_share(&self, vlan: Vlan) -> anyhow::Result<()> {
         let (out, v) = (self.out, Some(vlan));
         let config = &self.config;
+        if !self.hv.is_local() {
+            out.step(v, apparmor::remote_note(&self.hv.security_models()?));
+            return Ok(());
+        }
         match apparmor::ensure_rule(
             &config.apparmor_abstraction,
             &config.config_root,
@@ -237,7 +269,7 @@ impl Session {
         plan: &Plan,
         records: &Records,
     ) -> anyhow::Result<StoragePool> {
-        let pool = self.hv.ensure_pool(&plan.pool, &plan.pool_dir)?;
+        let (pool, _) = self.hv.ensure_pool(&plan.pool, &plan.pool_dir, POOL_MODE)?;
         let left = self.matching_records(plan.vlan, records, &self.footprint(plan.vlan))?;
         let removed = self.clear_leftovers(plan.vlan, records, &left)?;
         if removed > 0 {
@@ -297,7 +329,7 @@ impl Session {
     /// The cloud-init seed, rendered, packed as an ISO image and written into its volume.
     fn write_seed(&self, plan: &Plan, pool: &StoragePool, undo: &mut Undo) -> anyhow::Result<()> {
         let image = seed::iso(&seed::files(plan)?)?;
-        let xml = domain_xml::seed_volume(&plan.seed_volume, image.len() as u64)?;
+        let xml = domain_xml::raw_volume(&plan.seed_volume, image.len() as u64)?;
         undo.record(&Intent::volume(
             &self.footprint(plan.vlan),
             &plan.seed_volume,

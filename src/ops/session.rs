@@ -9,6 +9,7 @@ use crate::host::virt_type::{self, Choice};
 use crate::model::config::Config;
 use crate::model::footprint::{domain_name, Footprint};
 use crate::model::plan::{Plan, VirtType};
+use crate::model::uri::host_key;
 use crate::model::vlan::Vlan;
 use crate::ops::ownership;
 use crate::ops::report::Reporter;
@@ -75,8 +76,15 @@ pub fn owned_domain(
 }
 
 impl Session {
-    /// A session over `hv` with `config`.
-    pub fn new(config: Config, hv: Hypervisor, out: Reporter) -> Session {
+    /// A session over `hv` with `config`. Over a URI naming another machine, the locks and
+    /// state records of its VLANs are kept here, apart from every other host's: under
+    /// `<lock_dir>/hosts/<host>` and `<state_dir>/hosts/<host>` (see [`host_key`]). So VLAN 42
+    /// on two hosts are two VLANs, and runs from this machine on one of them take turns.
+    pub fn new(mut config: Config, hv: Hypervisor, out: Reporter) -> Session {
+        if let Some(key) = host_key(hv.uri()) {
+            config.lock_dir = config.lock_dir.join("hosts").join(&key);
+            config.state_dir = config.state_dir.join("hosts").join(&key);
+        }
         Session {
             config,
             hv,

@@ -45,6 +45,9 @@ impl Session {
 /// One headnode as `list` and `status` report it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Status {
+    /// The host of the fleet it is on (`[[hosts]]` in the configuration); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The VLAN.
     pub vlan: u16,
     /// Domain name.
@@ -87,6 +90,7 @@ fn status_of(
         }
     };
     Ok(Status {
+        host: None,
         vlan: meta.vlan.id(),
         problem,
         domain: name,
@@ -114,9 +118,11 @@ pub fn table(rows: &[Status]) -> String {
     out
 }
 
-/// The aligned columns of [`table`].
+/// The aligned columns of [`table`], with a HOST column first if any row has a host.
 fn plain_table(rows: &[Status]) -> String {
+    let hosts = rows.iter().any(|r| r.host.is_some());
     let header = [
+        "HOST",
         "VLAN",
         "DOMAIN",
         "STATE",
@@ -126,10 +132,11 @@ fn plain_table(rows: &[Status]) -> String {
         "CONFIG DIR",
         "DISK",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|s| {
             [
+                s.host.clone().unwrap_or_default(),
                 s.vlan.to_string(),
                 s.domain.clone(),
                 s.state.clone(),
@@ -147,10 +154,12 @@ fn plain_table(rows: &[Status]) -> String {
             *w = (*w).max(c.len());
         }
     }
+    let skip = usize::from(!hosts);
     let line = |cols: Vec<&str>| {
         let mut s = cols
             .iter()
             .zip(widths)
+            .skip(skip)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect::<Vec<_>>()
             .join("  ");
@@ -172,6 +181,7 @@ mod tests {
     #[test]
     fn table_aligns_columns() {
         let row = Status {
+            host: None,
             vlan: 42,
             domain: "headnode-42".into(),
             state: "running".into(),
@@ -200,5 +210,34 @@ mod tests {
                 .contains("headnode-42: its metadata says VLAN 41"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_fleet_table_has_a_host_column() {
+        let row = |host: &str, vlan: u16| Status {
+            host: Some(host.into()),
+            vlan,
+            domain: format!("headnode-{vlan}"),
+            state: "running".into(),
+            virt_type: "qemu".into(),
+            private_mac: String::new(),
+            public_mac: String::new(),
+            config_dir: String::new(),
+            disk: String::new(),
+            autostart: true,
+            problem: None,
+        };
+        let t = table(&[row("hv1", 7), row("hypervisor-2", 300)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("HOST          VLAN  DOMAIN"), "{t}");
+        assert!(
+            lines[2].starts_with("hypervisor-2  300   headnode-300"),
+            "{t}"
+        );
+        assert!(!table(&[Status {
+            host: None,
+            ..row("x", 7)
+        }])
+        .contains("HOST"));
     }
 }

@@ -2,7 +2,8 @@
 `teardown`: stop and remove one VLAN's headnode and its volumes, under that VLAN's lock; the
 config dir stays unless purged. Only a headnode whose metadata and devices are its VLAN's
 (see [`crate::ops::ownership`]) is removed, and then only what the configuration plans for that
-VLAN: its two volumes in our pool, and with `--purge` its config dir under `config_root`.
+VLAN: its two volumes in our pool, and with `--purge` its config dir under `config_root` (on
+another machine through the config dir's storage pool, see [`crate::host::config_pool`]).
 
 Before the domain goes, state records name its volumes, so that a teardown killed half way
 leaves nothing the next create or teardown cannot remove. Without a domain, a teardown removes
@@ -11,6 +12,7 @@ a teardown half way: it finishes the VLAN it is on, and starts no other.
 */
 
 use crate::error::{failure, Kind};
+use crate::host::config_pool;
 use crate::host::hostprep;
 use crate::host::records::Records;
 use crate::model::footprint::Footprint;
@@ -74,7 +76,12 @@ impl Session {
     /// With `purge`, remove the config dir; else say it stays.
     fn purge_or_keep(&self, ours: &Footprint, purge: bool) -> anyhow::Result<()> {
         let (v, dir) = (Some(ours.vlan), &ours.config_dir);
-        if purge && dir.exists() {
+        if purge && !self.hv.is_local() {
+            if config_pool::purge(&self.hv, ours)? {
+                self.out
+                    .step(v, format!("removed config dir {}", dir.display()));
+            }
+        } else if purge && dir.exists() {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("removing config dir {}", dir.display()))?;
             self.out

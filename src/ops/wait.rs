@@ -2,15 +2,131 @@
 Waiting for headnodes to be ready: the guest's set-up unit prints a line on the serial console
 once the PXE stack serves (or a step failed), and libvirt logs that console to a file on the
 hypervisor. The phase shown on the progress line comes from what the log has reached so far.
+
+On another machine the log file is out of reach: the console is read through libvirt's console
+stream instead ([`ConsoleTap`]), and, since that shows only what is printed once it is open (and
+nothing if someone else holds the console), the set-up unit's journal is asked for through the
+guest agent every few seconds once the agent answers.
 */
 
 use crate::error::{failure, Kind};
+use crate::host::agent::GuestAgent;
+use crate::host::console::ConsoleTap;
+use crate::host::hypervisor::Hypervisor;
 use crate::host::interrupt;
 use crate::model::console::BOOT_SIGN;
 use crate::model::plan::Plan;
+use crate::ops::guest;
 use crate::render::seed::{ready_marker, SETUP_DONE, SETUP_FAILED};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::{Duration, Instant};
+
+/// How often the guest agent of a headnode on another machine is asked for the set-up's journal.
+const ASK_AGENT_EVERY: Duration = Duration::from_secs(5);
+
+/// A headnode being waited for, and where its console is read.
+pub struct Watched<'a> {
+    plan: &'a Plan,
+    console: Console,
+}
+
+/// Where a headnode's console is read.
+enum Console {
+    /// The log file libvirt writes on this machine.
+    File,
+    /// The console stream and the guest agent of a headnode on another machine.
+    Remote {
+        uri: String,
+        tap: Option<ConsoleTap>,
+        agent: Option<GuestAgent>,
+        asked: Option<Instant>,
+        journal: String,
+    },
+}
+
+impl<'a> Watched<'a> {
+    /// `plan`'s headnode, reached through `hv`: its log file on this machine, its console
+    /// stream and guest agent on another.
+    pub fn new(hv: &Hypervisor, plan: &'a Plan) -> Watched<'a> {
+        if hv.is_local() {
+            return Watched::local(plan);
+        }
+        let name = &plan.domain_name;
+        let agent = hv
+            .find_domain(name)
+            .ok()
+            .flatten()
+            .map(|d| GuestAgent::new(d, name));
+        Watched {
+            plan,
+            console: Console::Remote {
+                uri: hv.uri().to_string(),
+                tap: ConsoleTap::open(hv.uri(), name).ok(),
+                agent,
+                asked: None,
+                journal: String::new(),
+            },
+        }
+    }
+
+    /// `plan`'s headnode on this machine: its console log file.
+    pub fn local(plan: &'a Plan) -> Watched<'a> {
+        Watched {
+            plan,
+            console: Console::File,
+        }
+    }
+
+    /// What the console (and, on another machine, the set-up's journal) has shown so far.
+    fn text(&mut self) -> String {
+        match &mut self.console {
+            Console::File => {
+                String::from_utf8_lossy(&std::fs::read(&self.plan.serial_log).unwrap_or_default())
+                    .into_owned()
+            }
+            Console::Remote {
+                tap,
+                agent,
+                asked,
+                journal,
+                ..
+            } => {
+                if let Some(agent) = agent {
+                    if asked.is_none_or(|t| t.elapsed() >= ASK_AGENT_EVERY) {
+                        *asked = Some(Instant::now());
+                        if let Some(text) = setup_journal(agent) {
+                            *journal = text;
+                        }
+                    }
+                }
+                let console = tap.as_ref().map(ConsoleTap::text).unwrap_or_default();
+                format!("{console}\n{journal}")
+            }
+        }
+    }
+
+    /// Where to look at the console, for errors.
+    fn where_to_look(&self) -> String {
+        match &self.console {
+            Console::File => format!("console log: {}", self.plan.serial_log.display()),
+            Console::Remote { uri, .. } => format!(
+                "console: `virsh -c {uri} console {}`",
+                self.plan.domain_name
+            ),
+        }
+    }
+}
+
+/// The set-up unit's journal lines, through the guest agent, if it answers.
+fn setup_journal(agent: &GuestAgent) -> Option<String> {
+    agent.ping(Duration::from_secs(1)).ok()?;
+    let args: Vec<String> = ["-b", "-u", "mkheadnode-setup", "-o", "cat", "--no-pager"]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+    let status = guest::run(agent, "/usr/bin/journalctl", &args, Duration::from_secs(10)).ok()?;
+    Some(String::from_utf8_lossy(&status.stdout).into_owned())
+}
 
 /// How far a boot has got, judged from its console log.
 pub fn phase(log: &str, marker: &str) -> &'static str {
@@ -34,17 +150,21 @@ pub fn phase(log: &str, marker: &str) -> &'static str {
     }
 }
 
-/// Wait until every planned headnode has printed its ready marker, or fail at `timeout`.
-pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> anyhow::Result<()> {
+/// Wait until every watched headnode has printed its ready marker, or fail at `timeout`.
+pub fn until_ready(
+    watched: Vec<Watched<'_>>,
+    timeout: Duration,
+    show_progress: bool,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     let bar = spinner(show_progress);
-    let mut pending: Vec<&Plan> = plans.iter().collect();
+    let mut pending = watched;
     let mut failures: Vec<String> = Vec::new();
     while !pending.is_empty() {
         let mut phases = Vec::new();
-        pending.retain(|p| {
-            let log = String::from_utf8_lossy(&std::fs::read(&p.serial_log).unwrap_or_default())
-                .into_owned();
+        pending.retain_mut(|w| {
+            let log = w.text();
+            let p = w.plan;
             match phase(&log, &ready_marker(p)) {
                 "ready" => {
                     let secs = start.elapsed().as_secs_f64();
@@ -58,7 +178,7 @@ pub fn until_ready(plans: &[Plan], timeout: Duration, show_progress: bool) -> an
                     false
                 }
                 "failed" => {
-                    failures.push(setup_failure(p, &log));
+                    failures.push(setup_failure(w, &log));
                     false
                 }
                 ph => {
@@ -117,31 +237,25 @@ fn spinner(show: bool) -> ProgressBar {
     bar
 }
 
-/// Why the set-up of `plan` failed, from its console `log`, and where to read more.
-fn setup_failure(plan: &Plan, log: &str) -> String {
+/// Why the set-up of a watched headnode failed, from its console `log`, and where to read more.
+fn setup_failure(watched: &Watched<'_>, log: &str) -> String {
     let why = log
         .lines()
         .find(|l| l.contains(SETUP_FAILED))
         .map(|l| l.trim().to_string())
         .unwrap_or_else(|| "cloud-init finished but the PXE set-up did not".into());
     format!(
-        "{}: {why} (console log: {})",
-        plan.domain_name,
-        plan.serial_log.display()
+        "{}: {why} ({})",
+        watched.plan.domain_name,
+        watched.where_to_look()
     )
 }
 
 /// The error for headnodes still `pending` at the `timeout`.
-fn timed_out(pending: &[&Plan], timeout: Duration) -> anyhow::Error {
+fn timed_out(pending: &[Watched<'_>], timeout: Duration) -> anyhow::Error {
     let names: Vec<String> = pending
         .iter()
-        .map(|p| {
-            format!(
-                "{} (console log: {})",
-                p.domain_name,
-                p.serial_log.display()
-            )
-        })
+        .map(|w| format!("{} ({})", w.plan.domain_name, w.where_to_look()))
         .collect();
     failure(
         Kind::Timeout,
@@ -177,7 +291,7 @@ mod tests {
         std::fs::write(&plan.serial_log, log).unwrap();
         let start = Instant::now();
         let err =
-            until_ready(std::slice::from_ref(&plan), Duration::from_secs(30), false).unwrap_err();
+            until_ready(vec![Watched::local(&plan)], Duration::from_secs(30), false).unwrap_err();
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "did not fail fast"
@@ -197,7 +311,7 @@ mod tests {
             "mkheadnode-setup: done\nmkheadnode: headnode-4 ready after 9 s\n",
         )
         .unwrap();
-        until_ready(std::slice::from_ref(&plan), Duration::from_secs(30), false).unwrap();
+        until_ready(vec![Watched::local(&plan)], Duration::from_secs(30), false).unwrap();
     }
 
     #[test]

@@ -94,10 +94,11 @@ fn interface(nic: &Nic, vlan: Vlan) -> anyhow::Result<String> {
 }
 
 /// The XML of our directory storage pool.
-pub fn pool(name: &str, dir: &Path) -> anyhow::Result<String> {
+pub fn pool(name: &str, dir: &Path, mode: u32) -> anyhow::Result<String> {
     let ctx = Vars::new()
         .value("name", name)
-        .value("path", path_str(dir)?);
+        .value("path", path_str(dir)?)
+        .value("mode", format!("{mode:04o}"));
     render(POOL, "pool.xml", &ctx)
 }
 
@@ -116,9 +117,19 @@ pub fn overlay_volume(
     render(OVERLAY_VOLUME, "overlay-volume.xml", &ctx)
 }
 
-/// The XML of a raw volume that will receive the seed image.
-pub fn seed_volume(name: &str, capacity: u64) -> anyhow::Result<String> {
-    let ctx = Vars::new().value("name", name).value("capacity", capacity);
+/// The XML of a raw volume (a plain file in a dir pool, owned by root, mode 0644) that will
+/// receive the seed image or a config file.
+pub fn raw_volume(name: &str, capacity: u64) -> anyhow::Result<String> {
+    raw_volume_as(name, capacity, 0o644, 0)
+}
+
+/// The XML of a raw volume owned by root and group `gid`, with `mode`.
+pub fn raw_volume_as(name: &str, capacity: u64, mode: u32, gid: u32) -> anyhow::Result<String> {
+    let ctx = Vars::new()
+        .value("name", name)
+        .value("capacity", capacity)
+        .value("mode", format!("{mode:04o}"))
+        .value("group", gid);
     render(SEED_VOLUME, "seed-volume.xml", &ctx)
 }
 
@@ -423,8 +434,8 @@ mod tests {
         )
         .unwrap();
         assert!(xml.contains("<path>/base/img.qcow2</path>") && xml.contains(">10737418240<"));
-        assert!(seed_volume("s.iso", 65536).unwrap().contains(">65536<"));
-        assert!(pool("mkheadnode", Path::new("/var/lib/x"))
+        assert!(raw_volume("s.iso", 65536).unwrap().contains(">65536<"));
+        assert!(pool("mkheadnode", Path::new("/var/lib/x"), 0o711)
             .unwrap()
             .contains("<path>/var/lib/x</path>"));
     }
