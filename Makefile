@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := target/release/mkheadnode
 IMAGE_DIR ?= /var/lib/mkheadnode/base
 
-.PHONY: setup build deb image lint unit smoke test run bench fuzz fuzz-brief fuzz-setup fuzz-run
+.PHONY: setup build deb image lint unit smoke test run bench bench-storm fuzz fuzz-brief fuzz-setup fuzz-run
 
 setup:
 	bash scripts/setup-host.sh
@@ -84,6 +84,12 @@ fuzz-run:
 # mkheadnode vs virt-install vs bare libvirt on this machine; writes BENCHMARKS.md.
 bench: setup image build
 	IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 BIN=$(BIN) BENCH_NOTES=scripts/bench-notes.md python3 scripts/bench.py
+
+# The install storm: 1, 10 and 50 simulated PXE machines at once against one real headnode
+# (VLAN 3990, isolated networks), and dnsmasq as the anchor; ~10 minutes. Writes STORM_OUT.
+STORM_OUT ?= target/storm.md
+bench-storm: setup image build
+	IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 BIN=$(BIN) STORM_OUT=$(STORM_OUT) python3 scripts/storm.py
 
 # A headnode for demo VLAN 42 on this machine, made the way an operator would.
 run: setup image build

@@ -68,19 +68,27 @@ def mk(*args):
 
 
 def cleanup():
+    # Only the domains of the VLANs it uses (3000-3100, READY_VLAN): other runs on this host
+    # (`make bench-storm`'s VLAN 3990) keep theirs.
+    ours = {f"{p}-{v}" for p in ("headnode", "vi") for v in [*range(3000, 3101), READY_VLAN]}
     for line in virsh("list", "--all", "--name", check=False).stdout.split():
-        if line.startswith(("headnode-3", "vi-3")):
+        if line in ours:
             virsh("destroy", line, check=False)
             virsh("undefine", line, "--nvram", check=False)
-    for vol in virsh("vol-list", POOL, check=False).stdout.splitlines()[2:]:
+    remove_pool(POOL, (VNET, PNET), ROOT)
+
+
+def remove_pool(pool, networks, root):
+    """Remove a pool with its volumes, libvirt networks and a directory, whatever is left of them."""
+    for vol in virsh("vol-list", pool, check=False).stdout.splitlines()[2:]:
         if vol.split():
-            virsh("vol-delete", vol.split()[0], "--pool", POOL, check=False)
-    virsh("pool-destroy", POOL, check=False)
-    virsh("pool-undefine", POOL, check=False)
-    for n in (VNET, PNET):
+            virsh("vol-delete", vol.split()[0], "--pool", pool, check=False)
+    virsh("pool-destroy", pool, check=False)
+    virsh("pool-undefine", pool, check=False)
+    for n in networks:
         virsh("net-destroy", n, check=False)
         virsh("net-undefine", n, check=False)
-    shutil.rmtree(ROOT, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def setup(macs):
@@ -107,9 +115,9 @@ def setup(macs):
         virsh("net-start", n)
 
 
-def dry_run(spec):
+def dry_run(spec, flags=None):
     """What mkheadnode would make for the VLANs of `spec`: domain XML and seed files."""
-    return sh(BIN, "--dry-run", spec, *FLAGS).stdout
+    return sh(BIN, "--dry-run", spec, *(FLAGS if flags is None else flags)).stdout
 
 
 def seed_files(vlan):
@@ -127,11 +135,11 @@ def seed_files(vlan):
     return files
 
 
-def macs_of(spec):
+def macs_of(spec, flags=None):
     """{vlan: (private MAC, public MAC)} as mkheadnode gives them, from the metadata of the
     domains its --dry-run prints: virt-install's guests and the reserved address get the same."""
     ns = {"m": "urn:x-mkheadnode:headnode:1"}
-    out, found = dry_run(spec), {}
+    out, found = dry_run(spec, flags), {}
     while "<domain" in out:
         start = out.index("<domain")
         end = out.index("</domain>", start) + len("</domain>")

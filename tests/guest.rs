@@ -3,7 +3,7 @@
 //! boot-default CGI, and the link tool against a temp TFTP root.
 
 use crate::guest_web_user::{as_web_user, Sandbox, WEB_USER};
-use crate::support::{free_port, run, run_with_input, tool, wait_until, Netns};
+use crate::support::{free_port, guest_file, run, run_with_input, tool, wait_until, Netns};
 use mkheadnode::model::config::Config;
 use mkheadnode::model::plan::{Plan, VirtType};
 use mkheadnode::model::vlan::Vlan;
@@ -11,6 +11,7 @@ use mkheadnode::render::seed::{self, NginxSite};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,6 +152,7 @@ fn rendered_files_keep_the_recipes_values() {
     );
     assert!(files["nginx_site"].contains("listen 192.168.10.254:80;"));
     assert!(files["nginx_site"].contains("root /var/lib/tftpboot;"));
+    assert!(files["nginx_site"].contains("fastcgi_read_timeout 300s;"));
     let setup = &files["setup_script"];
     for f in [
         "/usr/lib/PXELINUX/pxelinux.0",
@@ -212,6 +214,19 @@ fn nginx_conf(dir: &Path, sites: &[String]) -> PathBuf {
     path
 }
 
+/// The arguments the guest's fcgiwrap drop-in starts fcgiwrap with.
+fn fcgiwrap_args() -> Vec<String> {
+    let unit = guest_file("fcgiwrap_unit");
+    let exec = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .find(|l| !l.is_empty())
+        .expect("an ExecStart with a command");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/sbin/fcgiwrap"), "{exec}");
+    words.map(str::to_string).collect()
+}
+
 impl Web {
     fn start() -> Web {
         let sandbox = Sandbox::new();
@@ -243,12 +258,15 @@ impl Web {
             .arg("-p")
             .arg(dir));
         assert_eq!(code, 0, "nginx -t: {out}{err}");
-        // -f: the CGI's stderr goes to nginx's error log, as Debian's fcgiwrap service does.
+        // As the guest's drop-in runs it (-f: the CGI's stderr goes to nginx's error log; its
+        // processes), with its socket given here rather than by systemd.
+        // In a process group of its own, which the drop stops whole: fcgiwrap's processes.
         let fcgi = as_web_user("fcgiwrap")
-            .arg("-f")
+            .args(fcgiwrap_args())
             .arg("-s")
             .arg(format!("unix:{}", socket.display()))
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
         let nginx = Command::new("nginx")
@@ -313,7 +331,8 @@ impl Drop for Web {
         // SIGTERM lets nginx's master stop its workers; SIGKILL would orphan them.
         // SAFETY: signalling a child we spawned and have not reaped.
         unsafe { libc::kill(self.nginx.id() as i32, libc::SIGTERM) };
-        let _ = self.fcgi.kill();
+        // SAFETY: signalling the process group of a child we spawned as its leader, not reaped.
+        unsafe { libc::kill(-(self.fcgi.id() as i32), libc::SIGKILL) };
         let _ = self.nginx.wait();
         let _ = self.fcgi.wait();
     }
@@ -380,6 +399,54 @@ fn boot_default_over_nginx_and_fcgiwrap() {
     );
     assert!(log.contains("400 malformed MAC"), "{log}");
     assert!(log.contains("403 not a symlink"), "{log}");
+}
+
+#[test]
+fn boot_default_calls_of_nodes_finishing_together_run_side_by_side() {
+    // An install storm: nodes that finish together call /boot-default/ at once. The guest's
+    // fcgiwrap keeps several CGI processes, so the calls do not all queue behind one (each is
+    // about a second under emulation; `make bench-storm`), and every call is answered.
+    let args = fcgiwrap_args();
+    let children: usize = args
+        .iter()
+        .position(|a| a == "-c")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    assert!(
+        children >= 4,
+        "fcgiwrap {args:?} runs {children} CGI process(es)"
+    );
+    let web = Web::start();
+    let pid = web.fcgi.id().to_string();
+    let workers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+            .filter(|stat| stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1)) == Some(&pid))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || workers() == children),
+        "fcgiwrap has {} processes, not {children}",
+        workers()
+    );
+    let macs: Vec<String> = (0..12).map(|i| format!("aa-bb-cc-dd-ef-{i:02x}")).collect();
+    let links: Vec<PathBuf> = macs.iter().map(|m| web.link(m)).collect();
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let calls: Vec<_> = macs
+            .iter()
+            .map(|m| {
+                let web = &web;
+                s.spawn(move || web.get(web.open_port, &format!("/boot-default/?mac={m}")))
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (mac, answer) in macs.iter().zip(&answers) {
+        assert_eq!(answer, &(200, "OK".to_string()), "{mac}");
+    }
+    assert!(links.iter().all(|l| std::fs::symlink_metadata(l).is_err()));
 }
 
 #[test]

@@ -24,6 +24,7 @@ const TFTPD_HPA: &str = include_str!("../../cloud-init/files/tftpd-hpa");
 const PXELINUX_DEFAULT: &str = include_str!("../../cloud-init/files/pxelinux-default");
 const GRUB_CFG: &str = include_str!("../../cloud-init/files/grub.cfg");
 const NGINX_SITE: &str = include_str!("../../cloud-init/files/nginx-site.conf");
+const FCGIWRAP_UNIT: &str = include_str!("../../cloud-init/files/fcgiwrap-unit.conf");
 const BOOT_DEFAULT_CGI: &str = include_str!("../../cloud-init/files/boot-default.cgi");
 const DISARM_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-disarm.py");
 const SUDOERS_DISARM: &str = include_str!("../../cloud-init/files/sudoers-disarm");
@@ -230,6 +231,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("pxelinux_default", PXELINUX_DEFAULT.to_string()),
         ("grub_cfg", render_text(GRUB_CFG, "files/grub.cfg", &addr)?),
         ("nginx_site", NginxSite::for_plan(plan).render()?),
+        ("fcgiwrap_unit", FCGIWRAP_UNIT.to_string()),
         ("boot_default_cgi", boot_default_cgi()?),
         ("leases_module", leases_module()?),
         ("disarm_tool", disarm_tool()?),
