@@ -84,6 +84,8 @@ fuzz-run:
 # mkheadnode vs virt-install vs bare libvirt on this machine; writes BENCHMARKS.md.
 bench: setup image build
 	IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 BIN=$(BIN) BENCH_NOTES=scripts/bench-notes.md python3 scripts/bench.py
+	IMAGE=$(IMAGE_DIR)/debian-12-headnode.qcow2 BIN=$(BIN) STORM_OUT=$(STORM_OUT) python3 scripts/storm.py
+	{ echo; cat $(STORM_OUT); } >> BENCHMARKS.md
 
 # The install storm: 1, 10 and 50 simulated PXE machines at once against one real headnode
 # (VLAN 3990, isolated networks), and dnsmasq as the anchor; ~10 minutes. Writes STORM_OUT.

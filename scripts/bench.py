@@ -68,9 +68,9 @@ def mk(*args):
 
 
 def cleanup():
-    # Only the domains of the VLANs it uses (3000-3100, READY_VLAN): other runs on this host
+    # Only the domains of the VLANs it uses (3000-3110, READY_VLAN): other runs on this host
     # (`make bench-storm`'s VLAN 3990) keep theirs.
-    ours = {f"{p}-{v}" for p in ("headnode", "vi") for v in [*range(3000, 3101), READY_VLAN]}
+    ours = {f"{p}-{v}" for p in ("headnode", "vi") for v in [*range(3000, 3101), *MEM_VLANS, READY_VLAN]}
     for line in virsh("list", "--all", "--name", check=False).stdout.split():
         if line in ours:
             virsh("destroy", line, check=False)
