@@ -223,6 +223,16 @@ mod tests {
     }
 
     #[test]
+    fn success_is_exit_status_zero_once_exited() {
+        let ok = parse_status_reply(r#"{"return":{"exited":true,"exitcode":0}}"#).unwrap();
+        assert!(ok.success());
+        assert_eq!(ok.outcome(), "exit status 0");
+        let gone = parse_status_reply(r#"{"return":{"exited":true}}"#).unwrap();
+        assert!(!gone.success());
+        assert_eq!(gone.outcome(), "ended without a status");
+    }
+
+    #[test]
     fn base64_round_trips_and_refuses_garbage() {
         for (text, bytes) in [
             ("", &b""[..]),

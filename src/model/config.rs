@@ -190,9 +190,14 @@ impl Config {
 
     /// Load `path` if given (it must exist), else the default file if it exists, else defaults.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        Config::load_or(path, Path::new(DEFAULT_CONFIG_PATH))
+    }
+
+    /// [`Config::load`] with `default` as the default file.
+    fn load_or(path: Option<&Path>, default: &Path) -> anyhow::Result<Config> {
         let (path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+            None => (default.to_path_buf(), false),
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::from_toml(&text, &path),
@@ -590,5 +595,91 @@ mod tests {
     fn missing_explicit_file_is_not_found() {
         let err = Config::load(Some(Path::new("/nonexistent/mkheadnode.toml"))).unwrap_err();
         assert_eq!(kind_of(&err), Kind::NotFound);
+    }
+
+    #[test]
+    fn a_missing_default_file_is_the_defaults_and_a_present_one_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("config.toml");
+        assert_eq!(Config::load_or(None, &default).unwrap(), Config::default());
+        std::fs::write(&default, "vcpus = 4\n").unwrap();
+        assert_eq!(Config::load_or(None, &default).unwrap().vcpus, 4);
+        // An explicit file wins over the default one, and must exist.
+        let explicit = dir.path().join("other.toml");
+        let err = Config::load_or(Some(&explicit), &default).unwrap_err();
+        assert_eq!(kind_of(&err), Kind::NotFound);
+        assert!(
+            format!("{err:#}").contains("other.toml does not exist"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_a_read_error_not_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [Some(dir.path()), None] {
+            let err = Config::load_or(path, dir.path()).unwrap_err();
+            assert_eq!(kind_of(&err), Kind::Other, "{err:#}");
+            assert!(
+                format!("{err:#}").contains("reading config file"),
+                "{err:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_at_their_limits_pass_and_one_beyond_fails() {
+        for (text, refused) in [
+            ("memory_mib = 256", None),
+            ("memory_mib = 255", Some("memory_mib = 255 is too small")),
+            ("vcpus = 1", None),
+            ("vcpus = 64", None),
+            ("vcpus = 65", Some("vcpus = 65 is out of range")),
+            ("disk_gib = 1", None),
+            ("disk_gib = 65536", None),
+            ("disk_gib = 65537", Some("disk_gib = 65537 is too large")),
+            ("[addressing]\nprivate_prefix = 8", None),
+            ("[addressing]\nmanagement_prefix = 30", None),
+            ("[addressing]\nmanagement_prefix = 7", Some("management_prefix = 7 is out")),
+            (
+                "[addressing]\ndhcp_range_start = \"192.168.10.9\"\ndhcp_range_end = \"192.168.10.9\"",
+                None,
+            ),
+            (
+                "[addressing]\ndhcp_range_end = \"192.168.10.253\"",
+                None,
+            ),
+            (
+                "[addressing]\ndhcp_range_start = \"192.168.10.254\"\ndhcp_range_end = \"192.168.10.254\"",
+                Some("inside the DHCP range"),
+            ),
+            ("ssh_authorized_keys = [\"ssh-ed25519 AAAA\"]", None),
+            ("ssh_authorized_keys = [\"AAAA\"]", Some("ssh_authorized_keys[0] = `AAAA`")),
+        ] {
+            match (parse(text), refused) {
+                (Ok(_), None) => {}
+                (Err(e), Some(why)) => assert!(format!("{e:#}").contains(why), "{text}: {e:#}"),
+                (got, _) => panic!("{text}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_refused_when_empty_or_with_white_space_alone() {
+        for (text, needle) in [
+            ("pool = \"\"", "pool = `` is not a usable"),
+            ("pool = \"a b\"", "pool = `a b` is not a usable"),
+            (
+                "[public_attachment]\nkind = \"network\"\nname = \"\"",
+                "public_attachment.name = ``",
+            ),
+            (
+                "[vlan_attachment]\nkind = \"network\"\nname = \"vlan {vlan}\"",
+                "vlan_attachment.name = `vlan {vlan}`",
+            ),
+        ] {
+            let msg = format!("{:#}", parse(text).unwrap_err());
+            assert!(msg.contains(needle), "{text}: {msg}");
+        }
     }
 }

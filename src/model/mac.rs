@@ -84,4 +84,13 @@ mod tests {
             assert!(s.parse::<Mac>().is_err(), "{s:?} accepted");
         }
     }
+
+    #[test]
+    fn every_pair_is_two_hex_digits_not_one_nor_a_sign() {
+        // u8::from_str_radix alone would take `a` and `+a`: the length and digit checks are
+        // both needed.
+        for s in ["a:bb:cc:dd:ee:ff", "+a:bb:cc:dd:ee:ff", "aa-bb-cc-dd-ee-+f"] {
+            assert_eq!(s.parse::<Mac>(), Err(BadMac(s.to_string())), "{s:?}");
+        }
+    }
 }

@@ -600,6 +600,34 @@ mod tests {
     }
 
     #[test]
+    fn a_placeholder_ends_at_its_closing_at_sign() {
+        // The `@` that closes `@HEADNODE@` cannot open another placeholder: publishing replaces
+        // `@HEADNODE@` and leaves `MIRROR@` plain text.
+        assert_eq!(unknown_placeholders("x@HEADNODE@MIRROR@y"), vec![]);
+        assert_eq!(
+            unknown_placeholders("@A@B@ @C@"),
+            vec![(1, "@A@".to_string()), (1, "@C@".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_hash_inside_a_grub_word_is_part_of_it() {
+        let got: Vec<String> = grub_references("linux /s/k#1 a#b # comment /s/no\n")
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(got, vec!["/s/k#1".to_string()]);
+    }
+
+    #[test]
+    fn sizes_add_up_and_configs_are_read_up_to_four_mib() {
+        let c = contents(&[("linux", "kernel"), ("sub/initrd.gz", "12")]);
+        assert_eq!(c.bytes(), 8);
+        assert_eq!(Contents::default().bytes(), 0);
+        assert_eq!(MAX_CONFIG_BYTES, 4 * 1024 * 1024);
+    }
+
+    #[test]
     fn a_valid_profile_for_both_loaders() {
         let c = contents(&[
             ("pxelinux.cfg", "KERNEL deb/linux\nINITRD deb/initrd.gz\nAPPEND url=http://@HEADNODE@/deb/preseed.cfg\n"),

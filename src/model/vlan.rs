@@ -135,6 +135,13 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_zero_is_out_of_range_not_a_leading_zero() {
+        let msg = err("0");
+        assert!(msg.contains("out of range"), "{msg}");
+        assert!(err("00").contains("leading zeros"));
+    }
+
+    #[test]
     fn lists_and_ranges() {
         let ids = |s: &str| {
             parse_list(s)
@@ -147,6 +154,22 @@ mod tests {
         assert_eq!(ids("7,9,12"), vec![7, 9, 12]);
         assert_eq!(ids("100-103"), vec![100, 101, 102, 103]);
         assert_eq!(ids("12,7,9-10,7"), vec![7, 9, 10, 12]);
+    }
+
+    #[test]
+    fn a_range_may_start_and_end_on_the_same_vlan() {
+        let ids: Vec<u16> = parse_list("5-5").unwrap().iter().map(|v| v.id()).collect();
+        assert_eq!(ids, vec![5]);
+    }
+
+    #[test]
+    fn a_range_may_have_spaces_around_its_dash() {
+        let ids: Vec<u16> = parse_list("100 - 102, 7")
+            .unwrap()
+            .iter()
+            .map(|v| v.id())
+            .collect();
+        assert_eq!(ids, vec![7, 100, 101, 102]);
     }
 
     #[test]

@@ -405,6 +405,42 @@ mod tests {
     }
 
     #[test]
+    fn metadata_reads_back_every_escaped_character() {
+        let config = Config {
+            pool: "p&<>\"'q".into(),
+            ..Config::default()
+        };
+        let xml = domain(&Plan::new(&config, Vlan::new(42).unwrap(), VirtType::Qemu)).unwrap();
+        let start = xml.find("<mkheadnode:headnode").unwrap();
+        let end = xml.find("</mkheadnode:headnode>").unwrap() + "</mkheadnode:headnode>".len();
+        assert_eq!(parse_metadata(&xml[start..end]).unwrap().pool, "p&<>\"'q");
+        let by_number = "<headnode><vlan>4&#x30;</vlan><private-mac>52:54:00:4d:00:28</private-mac><public-mac>52:54:00:4d:10:28</public-mac><pool>&#65;</pool><disk-volume>d</disk-volume><seed-volume>s</seed-volume><config-dir>/c</config-dir></headnode>";
+        let meta = parse_metadata(by_number).unwrap();
+        assert_eq!((meta.vlan.id(), meta.pool.as_str()), (40, "A"));
+    }
+
+    #[test]
+    fn the_kvm_probe_boots_the_image_read_only_with_its_console_logged() {
+        let xml = kvm_probe(
+            "mkheadnode-kvm-probe",
+            Path::new("/base/img.qcow2"),
+            "qcow2",
+            Path::new("/run/mkheadnode/probe.log"),
+        )
+        .unwrap();
+        assert!(xml.starts_with(r#"<domain type="kvm">"#), "{xml}");
+        for want in [
+            "<name>mkheadnode-kvm-probe</name>",
+            r#"<driver name="qemu" type="qcow2"/>"#,
+            r#"<source file="/base/img.qcow2"/>"#,
+            "<readonly/>",
+            r#"<source path="/run/mkheadnode/probe.log"/>"#,
+        ] {
+            assert!(xml.contains(want), "no {want} in {xml}");
+        }
+    }
+
+    #[test]
     fn bridge_and_ovs_attachments() {
         let config = Config {
             vlan_attachment: Attachment::Ovs {

@@ -464,6 +464,47 @@ mod tests {
     }
 
     #[test]
+    fn each_guest_file_carries_the_layout_and_the_plans_addresses() {
+        let plan = Plan::new(
+            &Config {
+                boot_default_requires_lease: false,
+                ..Config::default()
+            },
+            Vlan::new(42).unwrap(),
+            VirtType::Qemu,
+        );
+        let files: std::collections::BTreeMap<&str, String> =
+            guest_files(&plan).unwrap().into_iter().collect();
+        let reserved = json(RESERVED_NAMES);
+        for (name, want) in [
+            ("dhcpd_conf", "shared-network vlan42 {".to_string()),
+            (
+                "dhcpd_conf",
+                "subnet 192.168.10.0 netmask 255.255.255.0 {".into(),
+            ),
+            ("dhcpd_conf", "range 192.168.10.1 192.168.10.127;".into()),
+            (
+                "dhcpd_conf",
+                "subnet 10.0.0.0 netmask 255.255.255.0 {".into(),
+            ),
+            ("tftpd_hpa", format!("TFTP_DIRECTORY=\"{TFTP_ROOT}\"")),
+            ("grub_cfg", "(http,192.168.10.254)".into()),
+            ("nginx_site", "listen 192.168.10.254:80;".into()),
+            ("nginx_site", format!("SCRIPT_FILENAME {CGI_PATH};")),
+            ("nginx_site", "MKHEADNODE_REQUIRE_LEASE 0;".into()),
+            ("boot_default_cgi", format!("DISARM = \"{DISARM_HELPER}\"")),
+            ("disarm_tool", format!("CGI = \"{CGI_PATH}\"")),
+            ("sudoers_disarm", format!("NOPASSWD: {DISARM_HELPER} ^")),
+            ("link_tool", format!("RESERVED = {reserved}")),
+            ("nodes_tool", format!("RESERVED = {reserved}")),
+            ("publish_profiles", "s/@HEADNODE@/192.168.10.254/g".into()),
+            ("setup_script", format!("install -d -m 0755 {TFTP_ROOT}\n")),
+        ] {
+            assert!(files[name].contains(&want), "{name} has no `{want}`");
+        }
+    }
+
+    #[test]
     fn dhcpd_spells_the_mac_with_two_digits_a_byte() {
         let expr = dhcpd_mac_dashed();
         assert_eq!(
@@ -489,5 +530,18 @@ mod tests {
             String::from_utf8_lossy(&pvd[40..72]).trim_end(),
             VOLUME_LABEL
         );
+    }
+
+    #[test]
+    fn the_iso_holds_the_three_files_by_name() {
+        let seed = files(&plan_with_keys(vec![])).unwrap();
+        let names: Vec<&str> = seed.entries().iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["user-data", "meta-data", "network-config"]);
+        let image = iso(&seed).unwrap();
+        let holds = |bytes: &[u8]| image.windows(bytes.len()).any(|w| w == bytes);
+        for (name, text) in seed.entries() {
+            assert!(holds(name.as_bytes()), "no name {name}");
+            assert!(holds(text.as_bytes()), "no contents of {name}");
+        }
     }
 }
