@@ -129,6 +129,7 @@ mod tests {
             ))
         );
         assert_eq!(f.volume_path("headnode-42-seed.iso"), Some(f.seed_path()));
+        assert_eq!(f.volume_path("headnode-42.qcow2"), Some(f.disk_path()));
         for other in ["headnode-43.qcow2", "../headnode-42.qcow2", "x", ""] {
             assert_eq!(f.volume_path(other), None, "{other}");
         }

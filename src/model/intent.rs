@@ -140,6 +140,12 @@ mod tests {
             Intent::volume(&f, &f.disk_volume).file_name(),
             "volume-headnode-42.qcow2.json"
         );
+        assert_eq!(
+            Intent::volume(&f, &f.seed_volume).describe(),
+            "volume headnode-42-seed.iso in pool mkheadnode \
+             (/var/lib/mkheadnode/images/headnode-42-seed.iso)"
+        );
+        assert_eq!(Intent::domain(&f).describe(), "domain headnode-42");
         let err = Intent::from_text("{\"kind\":\"volume\"}", "bad.json").unwrap_err();
         assert!(format!("{err:#}").contains("bad.json"), "{err:#}");
         let extra = r#"{"kind":"domain","vlan":42,"domain":"headnode-42","also":1}"#;

@@ -366,4 +366,29 @@ mod tests {
         assert_eq!(ago(100_000.0, 0.0), "27h ago");
         assert_eq!(ago(0.0, 10.0), "0s ago");
     }
+
+    #[test]
+    fn utc_counts_every_day_from_1970_past_2400() {
+        // A plain calendar as the oracle: the next day of each day, with the Gregorian leap
+        // years (2000 and 2400 are leap years, 2100, 2200 and 2300 are not).
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let days_in = |y: i64, m: i64| match m {
+            2 if leap(y) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        let (mut y, mut m, mut d) = (1970, 1, 1);
+        for day in 0..157_500_i64 {
+            let want = format!("{y:04}-{m:02}-{d:02} 00:00:00");
+            assert_eq!(utc((day * 86_400) as f64), want, "day {day}");
+            d += 1;
+            if d > days_in(y, m) {
+                (m, d) = (m % 12 + 1, 1);
+                y += i64::from(m == 1);
+            }
+        }
+        assert_eq!((y, m), (2401, 3), "the walk passed 2400-02-29");
+        assert_eq!(utc(-1.0), "1969-12-31 23:59:59");
+    }
 }

@@ -611,12 +611,12 @@ mod tests {
     }
 
     #[test]
-    fn a_hash_inside_a_grub_word_is_part_of_it() {
-        let got: Vec<String> = grub_references("linux /s/k#1 a#b # comment /s/no\n")
+    fn a_hash_inside_a_grub_word_is_part_of_it_and_one_after_a_space_a_comment() {
+        let got: Vec<String> = grub_references("initrd /s/i#1 '/s/q 1'a#b # /s/no /s/not\n")
             .into_iter()
             .map(|r| r.path)
             .collect();
-        assert_eq!(got, vec!["/s/k#1".to_string()]);
+        assert_eq!(got, vec!["/s/i#1".to_string(), "/s/q 1a#b".to_string()]);
     }
 
     #[test]
