@@ -420,6 +420,14 @@ mod tests {
     }
 
     #[test]
+    fn text_between_elements_belongs_to_no_leaf() {
+        let map = leaves("<h><a>1</a>stray<b>2</b> </h>").unwrap();
+        assert_eq!(map.get("a").map(String::as_str), Some("1"));
+        assert_eq!(map.get("b").map(String::as_str), Some("2"));
+        assert_eq!(map.len(), 2, "{map:?}");
+    }
+
+    #[test]
     fn the_kvm_probe_boots_the_image_read_only_with_its_console_logged() {
         let xml = kvm_probe(
             "mkheadnode-kvm-probe",
