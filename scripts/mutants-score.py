@@ -2,8 +2,9 @@
 
 usage: python3 mutants-score.py MUTANTS_OUT
 
-Prints one line (or that no mutant was tested, as when a diff changes none): caught of viable (a timeout counts as viable and not caught), the missed,
-timeouts and unviable, and how long the run took; then each surviving mutant.
+Prints one line (or that no mutant was tested, as when a diff changes none): the share of viable
+mutants detected (caught, or made the tests hang until the timeout), the missed, the unviable
+(they do not build) and how long the run took; then each missed or timed-out mutant.
 """
 
 import datetime
@@ -28,14 +29,15 @@ def main():
     run = json.loads((out / "outcomes.json").read_text())
     caught, missed, timeout = run["caught"], run["missed"], run["timeout"]
     viable = caught + missed + timeout
-    percent = f"{100 * caught / viable:.1f}%" if viable else "-"
+    percent = f"{100 * (caught + timeout) / viable:.1f}%" if viable else "-"
     took = ""
     if run.get("end_time"):
         minutes, secs = divmod(int(seconds_between(run["start_time"], run["end_time"])), 60)
         took = f" in {minutes} min {secs} s"
     print(
-        f"mutation score: {caught} caught of {viable} viable ({percent}); {missed} missed, "
-        f"{timeout} timeouts, {run['unviable']} unviable; {run['total_mutants']} mutants{took}"
+        f"mutation score: {percent} of {viable} viable mutants detected ({caught} caught, "
+        f"{timeout} timeouts: tests that hung); {missed} missed; {run['unviable']} unviable; "
+        f"{run['total_mutants']} mutants{took}"
     )
     for name in ("missed.txt", "timeout.txt"):
         path = out / name
