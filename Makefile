@@ -84,9 +84,10 @@ fuzz-run:
 
 # Mutation testing (cargo-mutants) of the pure layers, src/model/ and src/render/, against their
 # own unit tests; .cargo/mutants.toml says which tests run and lists, with a reason each, the
-# mutants that cannot change behaviour. Not part of `make test`: the whole run takes half an
-# hour or more on two cores. It fails while a mutant survives (cargo-mutants' exit 2); a mutant
-# that makes the tests hang (a loop that no longer ends: exit 3) is caught, only slowly.
+# mutants that cannot change behaviour. Not part of `make test`: the whole run takes 20 minutes
+# on two cores (an hour when other builds share them). It fails while a mutant survives
+# (cargo-mutants' exit 2); a mutant that makes the tests hang (a loop that no longer ends:
+# exit 3) is caught, only slowly.
 # `make mutants-diff` mutates only the lines changed since MUTANTS_BASE (uncommitted ones too;
 # `git add -N` a new file first): run it before resolving an issue that changes a parser or a
 # validator.
