@@ -573,6 +573,7 @@ impl Smoke {
         let plans: Vec<Vec<(&str, String)>> = NODES.iter().map(milestones).collect();
         let mut reached = vec![0usize; NODES.len()];
         let mut offset = vec![0usize; NODES.len()];
+        let mut asked_during = 0;
         loop {
             let mut pending = None;
             for (i, node) in NODES.iter().enumerate() {
@@ -586,12 +587,18 @@ impl Smoke {
                     offset[i] += at + needle.len();
                     reached[i] += 1;
                     self.time(format!("{}: power-on -> {name}", node.label()), since);
-                    if DURING.contains(name) {
+                    // Asked only if the node's next milestone is not on its console yet: a node
+                    // noticed late (while another was being asked) may be done installing.
+                    let next = plans[i].get(reached[i]).map(|(_, n)| n.as_str());
+                    let rest = text.get(offset[i]..).unwrap_or_default();
+                    if DURING.contains(name) && next.is_some_and(|n| !rest.contains(n)) {
                         self.check_installing(node);
+                        asked_during += 1;
                     }
                 }
             }
             let Some((node, name, needle)) = pending else {
+                assert!(asked_during > 0, "no node was caught installing by `nodes`");
                 return;
             };
             if since.elapsed() > timeout {
