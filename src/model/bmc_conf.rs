@@ -131,6 +131,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::kind_of;
 
     #[test]
     fn a_good_file_passes() {
@@ -158,5 +159,46 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want} not in {err}");
         }
+    }
+
+    #[test]
+    fn values_at_their_limits_pass_and_one_beyond_fails() {
+        for (line, good) in [
+            ("scheme = https", true),
+            ("scheme = HTTP", false),
+            ("verify_tls = Off", true),
+            ("verify_tls = maybe", false),
+            ("port = 65535", true),
+            ("off_timeout = 600", true),
+            ("off_timeout = 600.001", false),
+            ("poll_interval = 60", true),
+            ("poll_interval = 61", false),
+            ("poll_interval = 0.001", true),
+            ("poll_interval = 0", false),
+            ("poll_interval = 0.0", false),
+            // As the link tool reads them: a digit before the point, at most three after it.
+            ("poll_interval = .5", false),
+            ("poll_interval = 1.234", true),
+            ("poll_interval = 1.2345", false),
+            ("on_timeout = 0600", false),
+        ] {
+            let text = format!("[default]\n{line}\n");
+            assert_eq!(check(&text, "b.conf").is_ok(), good, "{line}");
+        }
+    }
+
+    #[test]
+    fn load_gives_the_checked_bytes_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bmc.conf");
+        std::fs::write(&path, "[default]\ndriver = amt\n").unwrap();
+        assert_eq!(load(&path).unwrap(), b"[default]\ndriver = amt\n");
+        std::fs::write(&path, "[default]\ndriver = telnet\n").unwrap();
+        let err = load(&path).unwrap_err();
+        assert_eq!(kind_of(&err), Kind::Usage);
+        assert!(format!("{err:#}").contains("bmc.conf:2: driver"), "{err:#}");
+        let err = load(&dir.path().join("absent.conf")).unwrap_err();
+        assert_eq!(kind_of(&err), Kind::NotFound);
+        assert!(format!("{err:#}").contains("absent.conf"), "{err:#}");
     }
 }

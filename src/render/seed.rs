@@ -497,6 +497,7 @@ mod tests {
             ("sudoers_disarm", format!("NOPASSWD: {DISARM_HELPER} ^")),
             ("link_tool", format!("RESERVED = {reserved}")),
             ("nodes_tool", format!("RESERVED = {reserved}")),
+            ("leases_module", format!("Installed as {LEASES_MODULE},")),
             ("publish_profiles", "s/@HEADNODE@/192.168.10.254/g".into()),
             ("setup_script", format!("install -d -m 0755 {TFTP_ROOT}\n")),
         ] {
