@@ -4,7 +4,8 @@ usage: python3 mutants-score.py MUTANTS_OUT
 
 Prints one line (or that no mutant was tested, as when a diff changes none): the share of viable
 mutants detected (caught, or made the tests hang until the timeout), the missed, the unviable
-(they do not build) and how long the run took; then each missed or timed-out mutant.
+(they do not build) and how long the run took; then each missed or timed-out mutant. Exits 2
+while a mutant was missed.
 """
 
 import datetime
@@ -43,6 +44,8 @@ def main():
         path = out / name
         for line in path.read_text().splitlines() if path.exists() else []:
             print(f"  {name.removesuffix('.txt')}: {line}")
+    if missed:
+        sys.exit(2)
 
 
 main()
