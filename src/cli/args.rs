@@ -137,6 +137,10 @@ pub struct CreateArgs {
     /// Give up waiting after this many seconds (exit status 5) [default: 900].
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// Push the base image first to a hypervisor that lacks it (as `mkheadnode image push`
+    /// does), instead of failing; config key push_image.
+    #[arg(long)]
+    pub push_image: bool,
 }
 
 impl CreateArgs {
@@ -152,6 +156,7 @@ impl CreateArgs {
             no_start: self.no_start || before.no_start,
             wait: self.wait || before.wait,
             timeout: self.timeout.or(before.timeout),
+            push_image: self.push_image || before.push_image,
         }
     }
 }
@@ -189,6 +194,9 @@ pub struct GlobalArgs {
     /// Directory of that pool.
     #[arg(long, global = true, value_name = "DIR")]
     pub pool_dir: Option<PathBuf>,
+    /// Directory of the pool of pushed base images (`<pool>-images`) on the hypervisor.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
     /// Overlay disk size in GiB.
     #[arg(long, global = true, value_name = "GIB")]
     pub disk_gib: Option<u64>,
@@ -276,6 +284,7 @@ impl GlobalArgs {
         set(&mut config.base_image, &self.base_image);
         set(&mut config.pool, &self.pool);
         set(&mut config.pool_dir, &self.pool_dir);
+        set(&mut config.image_dir, &self.image_dir);
         set(&mut config.disk_gib, &self.disk_gib);
         set(&mut config.config_root, &self.config_root);
         set(&mut config.apparmor_abstraction, &self.apparmor_abstraction);

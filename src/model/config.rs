@@ -135,6 +135,12 @@ pub struct Config {
     /// The guest's `/boot-default/` accepts a call only from the address holding that MAC's
     /// DHCP lease (the 2013 script let any host on the VLAN reset any node).
     pub boot_default_requires_lease: bool,
+    /// The directory of the storage pool `<pool>-images` that `mkheadnode image push` uploads
+    /// base images into, on each hypervisor.
+    pub image_dir: PathBuf,
+    /// Whether create and rebuild push the base image to a hypervisor that lacks it, instead
+    /// of failing (`--push-image`).
+    pub push_image: bool,
     /// The fleet: hypervisors and the VLANs each serves (`[[hosts]]`); empty for one.
     pub hosts: Vec<Host>,
 }
@@ -164,6 +170,8 @@ impl Default for Config {
             addressing: Addressing::default(),
             ssh_authorized_keys: Vec::new(),
             boot_default_requires_lease: true,
+            image_dir: PathBuf::from("/var/lib/mkheadnode/pushed"),
+            push_image: false,
             hosts: Vec::new(),
         }
     }
@@ -186,6 +194,11 @@ impl Config {
             .validate()
             .with_context(|| format!("in {}", origin.display()))?;
         Ok(config)
+    }
+
+    /// The storage pool of pushed base images: `<pool>-images`, at `image_dir`.
+    pub fn image_pool(&self) -> String {
+        format!("{}-images", self.pool)
     }
 
     /// Load `path` if given (it must exist), else the default file if it exists, else defaults.
@@ -313,6 +326,7 @@ impl Config {
         for (key, p) in [
             ("base_image", &self.base_image),
             ("pool_dir", &self.pool_dir),
+            ("image_dir", &self.image_dir),
             ("config_root", &self.config_root),
             ("apparmor_abstraction", &self.apparmor_abstraction),
             ("lock_dir", &self.lock_dir),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod console;
 pub mod fleet;
 pub mod footprint;
+pub mod image;
 pub mod intent;
 pub mod mac;
 pub mod machines;
