@@ -6,6 +6,7 @@ use crate::cli::args::{Cli, Command, CreateArgs, GlobalArgs};
 use crate::cli::bulk::each;
 use crate::cli::docs;
 use crate::cli::fleet;
+use crate::cli::images;
 use crate::cli::node_args::ProfileCommand;
 use crate::cli::operate;
 use crate::error::{failure, Kind};
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::KvmProbe | Command::Completions { .. } | Command::Man { .. }) => {
             unreachable!("handled above")
         }
+        Some(Command::Image { action }) => images::run(g, config, out, action),
         Some(Command::Profile { action }) => {
             operate::profile(&profile_target(g, &config, action)?, config, out, action)
         }

@@ -103,6 +103,12 @@ pub enum Command {
         /// Where to write them (made if absent).
         dir: PathBuf,
     },
+    /// Base images on hypervisors: push one (upload, verify, record), list them.
+    Image {
+        /// What to do with base images.
+        #[command(subcommand)]
+        action: ImageCommand,
+    },
     /// Install profiles in config dirs: add (validate, copy, publish), list, remove.
     Profile {
         /// What to do with profiles.
@@ -113,6 +119,29 @@ pub enum Command {
     Install(InstallArgs),
     /// The machines of a VLAN as its headnode sees them: boot target, lease, fetches, power.
     Nodes(NodesArgs),
+}
+
+/// `image push|list`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Upload a base image into the hypervisor's pool `<pool>-images` through libvirt, read it
+    /// back to verify it, and record its name and SHA-256. An interrupted push resumes where
+    /// it stopped when run again. Goes to `--connect URI`, `--host NAME`, or every host of the
+    /// fleet.
+    Push {
+        /// The image on this machine [default: the configured base_image].
+        file: Option<PathBuf>,
+    },
+    /// The pushed images of each hypervisor: name, SHA-256, size, complete or not, and
+    /// whether each is this machine's base_image.
+    List {
+        /// Read each image back and compare it with its record (exit 1 if one differs).
+        #[arg(long)]
+        verify: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The hidden subcommand that writes the man pages (`make deb` runs it).

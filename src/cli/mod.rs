@@ -9,5 +9,6 @@ pub mod args;
 pub mod bulk;
 pub mod docs;
 pub mod fleet;
+pub mod images;
 pub mod node_args;
 pub mod operate;

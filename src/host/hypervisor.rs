@@ -20,6 +20,22 @@ use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 use virt::sys;
 
+/// How much a stream sends or receives at a time.
+const STREAM_PIECE: usize = 256 << 10;
+
+/// Send all of `piece` into `stream` (uploading into the volume `name`).
+fn send_all(stream: &Stream, piece: &[u8], name: &str) -> anyhow::Result<()> {
+    let mut rest = piece;
+    while !rest.is_empty() {
+        match stream.send(rest) {
+            Ok(n) if n > 0 => rest = &rest[n.unsigned_abs().min(rest.len())..],
+            Ok(_) => anyhow::bail!("uploading into {name}: the stream took nothing"),
+            Err(e) => return Err(e).with_context(|| format!("uploading into {name}")),
+        }
+    }
+    Ok(())
+}
+
 /// The libvirt URI used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says otherwise.
 pub const DEFAULT_URI: &str = "qemu:///system";
 
@@ -336,9 +352,85 @@ impl Hypervisor {
 
     /// Upload `bytes` into `vol` through a libvirt stream on a connection opened for this one
     /// upload and closed after it, so that no other call ever shares a connection with a stream
-    /// (the hang [`Hypervisor::write_volume`] describes). The volume is found again on that
-    /// connection by its pool and name.
+    /// (the hang [`Hypervisor::write_volume`] describes).
     pub fn upload(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut rest = bytes;
+        self.upload_from(vol, 0, bytes.len() as u64, &mut rest, &mut |_| Ok(()))
+    }
+
+    /// Upload `len` bytes read from `source` into `vol` at `offset`, as [`Hypervisor::upload`]
+    /// does; `sent` is told how many bytes have gone so far after each piece, and an error it
+    /// returns aborts the upload (the volume keeps what the hypervisor wrote).
+    pub fn upload_from(
+        &self,
+        vol: &StorageVol,
+        offset: u64,
+        len: u64,
+        source: &mut dyn std::io::Read,
+        sent: &mut dyn FnMut(u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (own, vol, name) = self.own_volume(vol)?;
+        let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
+        vol.upload(&stream, offset, len, 0)
+            .with_context(|| format!("starting the upload into {name}"))?;
+        let mut buf = vec![0u8; STREAM_PIECE];
+        let mut done = 0u64;
+        while done < len {
+            let want = usize::try_from(len - done).map_or(STREAM_PIECE, |r| r.min(STREAM_PIECE));
+            let piece = &mut buf[..want];
+            let step = source
+                .read_exact(piece)
+                .with_context(|| format!("reading what goes into {name}"))
+                .and_then(|()| send_all(&stream, piece, &name))
+                .and_then(|()| {
+                    done += want as u64;
+                    sent(done)
+                });
+            if let Err(e) = step {
+                let _ = stream.abort();
+                return Err(e);
+            }
+        }
+        stream
+            .finish()
+            .with_context(|| format!("finishing the upload into {name}"))
+    }
+
+    /// Read `len` bytes of `vol` from its start through a libvirt stream on a connection of its
+    /// own (as [`Hypervisor::upload`]), handing each piece to `sink`.
+    pub fn download_to(
+        &self,
+        vol: &StorageVol,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (own, vol, name) = self.own_volume(vol)?;
+        let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
+        vol.download(&stream, 0, len, 0)
+            .with_context(|| format!("starting to read {name} back"))?;
+        let mut buf = vec![0u8; STREAM_PIECE];
+        loop {
+            let got = match stream.recv(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => usize::try_from(n).unwrap_or(0).min(buf.len()),
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(e).with_context(|| format!("reading {name} back"));
+                }
+            };
+            if let Err(e) = sink(&buf[..got]) {
+                let _ = stream.abort();
+                return Err(e);
+            }
+        }
+        stream
+            .finish()
+            .with_context(|| format!("finishing reading {name} back"))
+    }
+
+    /// A connection of its own (see [`Hypervisor::upload`]) with `vol` found again on it by its
+    /// pool and name, and that name.
+    fn own_volume(&self, vol: &StorageVol) -> anyhow::Result<(Hypervisor, StorageVol, String)> {
         let name = vol.name().context("reading the volume's name")?;
         let pool_name = vol
             .lookup_storage_pool()
@@ -351,26 +443,7 @@ impl Hypervisor {
         let vol = own
             .find_volume(&pool, &name)?
             .with_context(|| format!("volume {name} went away"))?;
-        let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
-        vol.upload(&stream, 0, bytes.len() as u64, 0)
-            .with_context(|| format!("starting the upload into {name}"))?;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match stream.send(&rest[..rest.len().min(256 << 10)]) {
-                Ok(n) if n > 0 => rest = &rest[n.unsigned_abs()..],
-                Ok(_) => {
-                    let _ = stream.abort();
-                    anyhow::bail!("uploading into {name}: the stream took nothing");
-                }
-                Err(e) => {
-                    let _ = stream.abort();
-                    return Err(e).with_context(|| format!("uploading into {name}"));
-                }
-            }
-        }
-        stream
-            .finish()
-            .with_context(|| format!("finishing the upload into {name}"))
+        Ok((own, vol, name))
     }
 
     /// Delete the named volume from the named pool only if its path is `path`; a missing pool or

@@ -12,6 +12,7 @@ pub mod config_pool;
 pub mod console;
 pub mod hostprep;
 pub mod hypervisor;
+pub mod image_store;
 pub mod images;
 pub mod interrupt;
 pub mod kvm_probe;

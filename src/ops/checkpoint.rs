@@ -45,10 +45,16 @@ pub fn after(vlan: Vlan, step: &str) -> anyhow::Result<()> {
 /// After step `step` of a run that finishes what it started (a teardown): pause if a test
 /// asked.
 pub fn passed(vlan: Vlan, step: &str) {
+    pause_if_asked(&format!("VLAN {vlan}"), step);
+}
+
+/// After step `step` of a run about `what` (`VLAN 42`, `image x.qcow2`): pause if a test asked,
+/// printing `<what>: test hook: paused after <step>`.
+pub fn pause_if_asked(what: &str, step: &str) {
     if std::env::var(PAUSE_ENV).ok().as_deref() != Some(step) {
         return;
     }
-    eprintln!("VLAN {vlan}: test hook: paused after {step}");
+    eprintln!("{what}: test hook: paused after {step}");
     let start = Instant::now();
     while start.elapsed() < PAUSE_LIMIT && interrupt::requested().is_none() {
         std::thread::sleep(Duration::from_millis(20));

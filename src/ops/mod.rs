@@ -16,6 +16,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod create;
 pub mod guest;
+pub mod images;
 pub mod install;
 pub mod leftovers;
 pub mod nodes;

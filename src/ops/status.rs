@@ -12,6 +12,7 @@ use crate::model::vlan::Vlan;
 use crate::ops::ownership;
 use crate::ops::session::{headnode_domain, Session};
 use crate::render::domain_xml::{self, Metadata};
+use crate::render::table::aligned;
 use serde::Serialize;
 use virt::domain::Domain;
 
@@ -148,30 +149,7 @@ fn plain_table(rows: &[Status]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let skip = usize::from(!hosts);
-    let line = |cols: Vec<&str>| {
-        let mut s = cols
-            .iter()
-            .zip(widths)
-            .skip(skip)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        s.truncate(s.trim_end().len());
-        s.push('\n');
-        s
-    };
-    let mut out = line(header.to_vec());
-    for row in &cells {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    aligned(&header, &cells, !hosts)
 }
 
 #[cfg(test)]
