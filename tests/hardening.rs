@@ -1,13 +1,11 @@
 //! Issue 10 on the real `qemu:///system`: what a planted link, a copied domain or an
 //! interrupted run must not make mkheadnode do. VLANs 4020-4039, each test in a `Sandbox`.
 
-use crate::support::{run, virsh};
+use crate::support::{virsh, Paused};
 use crate::system::Sandbox;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[test]
 fn links_planted_in_the_config_dir_or_the_lock_dir_redirect_nothing() {
@@ -174,72 +172,11 @@ const CREATE_STEPS: [&str; 12] = [
     "done",
 ];
 
-/// A run of mkheadnode paused by the test hook after a step, its standard error collected.
-struct Paused {
-    child: Child,
-    stderr: std::thread::JoinHandle<String>,
-}
-
-impl Paused {
-    /// Start `sb`'s mkheadnode with `args` and wait until it says it paused after `step`.
-    fn start(sb: &Sandbox, args: &[&str], step: &str) -> Paused {
-        let mut cmd = sb.cmd(args);
-        cmd.env("MKHEADNODE_TEST_PAUSE_AFTER", step);
-        Paused::until(cmd, &format!("test hook: paused after {step}"))
-    }
-
-    /// Start `cmd` and wait until a line of its standard error contains `marker`.
-    fn until(mut cmd: Command, marker: &str) -> Paused {
-        let args: Vec<String> = cmd
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(pipe).lines() {
-                let line = line.unwrap_or_default();
-                let _ = tx.send(line.clone());
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(marker) => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "{args:?} never said {marker:?}:\n{}",
-                        stderr.join().unwrap()
-                    );
-                }
-            }
-        }
-        Paused { child, stderr }
-    }
-
-    /// kill -9 it there; its standard error.
-    fn kill(mut self) -> String {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.stderr.join().unwrap()
-    }
-
-    /// Send it `signal` (`TERM`, `INT`); its exit code and standard error.
-    fn signal(mut self, signal: &str) -> (i32, String) {
-        let pid = self.child.id().to_string();
-        assert_eq!(run(Command::new("kill").args(["-s", signal, &pid])).0, 0);
-        let status = self.child.wait().unwrap();
-        (status.code().unwrap_or(-1), self.stderr.join().unwrap())
-    }
+/// `sb`'s mkheadnode with `args`, once it says it paused after `step`.
+fn paused(sb: &Sandbox, args: &[&str], step: &str) -> Paused {
+    let mut cmd = sb.cmd(args);
+    cmd.env("MKHEADNODE_TEST_PAUSE_AFTER", step);
+    Paused::until(cmd, &format!("test hook: paused after {step}"))
 }
 
 /// The VLAN's state records and temporary files, if any are left.
@@ -299,7 +236,7 @@ fn assert_complete(sb: &Sandbox, vlan: u16, when: &str) {
 fn kill_create_at(sb: &Sandbox, vlan: u16, step: &str, create_next: bool) {
     let v = vlan.to_string();
     let when = format!("killed after {step}");
-    Paused::start(sb, &[&v], step).kill();
+    paused(sb, &[&v], step).kill();
     if create_next {
         let (code, _, err) = sb.mk(&[&v]);
         assert_eq!(code, 0, "{when}, then create: {err}");
@@ -341,7 +278,7 @@ fn sigterm_and_ctrl_c_roll_a_create_back() {
         ("TERM", "SIGTERM", "define"),
         ("INT", "SIGINT", "start"),
     ] {
-        let (code, err) = Paused::start(&sb, &["4025"], step).signal(signal);
+        let (code, err) = paused(&sb, &["4025"], step).signal(signal);
         assert_eq!(code, 1, "{signal} after {step}: {err}");
         assert!(
             err.contains(&format!("interrupted by {name}")) && err.contains("rolled back"),
@@ -377,7 +314,7 @@ fn a_teardown_killed_half_way_is_finished_by_the_next_plain_run() {
         let when = format!("teardown killed after {step}");
         let (code, _, err) = sb.mk(&["4026", "--no-start"]);
         assert_eq!(code, 0, "{err}");
-        Paused::start(&sb, &["teardown", "4026"], step).kill();
+        paused(&sb, &["teardown", "4026"], step).kill();
         if i % 2 == 0 {
             // Killed before the domain went, the headnode is still whole (and shut off, as it
             // was made): the create leaves it so. After, the create makes it anew.

@@ -11,7 +11,8 @@
 //! dirs), `uefi` (dhcpd per client architecture, GRUB's config, both loaders armed and
 //! disarmed), `bmc` (BMC emulators and `qemu:///system`), `test_driver` and `node_agent`
 //! (libvirt's in-memory `test:///default`), `system` (the real `qemu:///system`, libvirtd
-//! running, root), `hardening` (links, copied domains and interrupted runs there) and `smoke`
+//! running, root), `hardening` (links, copied domains and interrupted runs there), `images` (base images pushed
+//! to a second libvirtd over qemu+ssh) and `smoke`
 //! (ignored unless `make smoke`).
 //!
 //! `package` checks the example config file that the Debian package ships (pure) and, with
@@ -40,6 +41,8 @@ mod guest_nodes;
 mod guest_web_user;
 #[cfg(feature = "host-tests")]
 mod hardening;
+#[cfg(feature = "host-tests")]
+mod images;
 mod layers;
 #[cfg(feature = "host-tests")]
 mod node_agent;

@@ -3,6 +3,7 @@
 //! a [`TestHost`]: namespaces of its own on this machine, torn down on drop.
 
 use crate::support::{mkheadnode, run, virsh, OpenDir, TestHost};
+use std::process::Command;
 
 #[test]
 fn the_test_host_is_a_libvirt_of_its_own() {
@@ -28,7 +29,7 @@ fn the_test_host_is_a_libvirt_of_its_own() {
 
 /// Define and start isolated libvirt networks (a bridge each, no address, nothing routed) named
 /// `nets`, through `virsh` (this machine's or the test host's).
-fn isolated_networks(virsh: impl Fn(&[&str]) -> (i32, String, String), nets: &[&str]) {
+pub(crate) fn isolated_networks(virsh: impl Fn(&[&str]) -> (i32, String, String), nets: &[&str]) {
     for net in nets {
         // A file of its own: tests on other hosts define networks of the same names at once.
         let xml = tempfile::NamedTempFile::new().unwrap();
@@ -48,13 +49,13 @@ const VLAN: &str = "4052";
 
 /// A test host with what a headnode there needs: a VLAN network and a public network (both
 /// isolated, inside its namespace), and local lock and state dirs for this machine's side.
-struct Remote {
-    host: TestHost,
-    here: OpenDir,
+pub(crate) struct Remote {
+    pub(crate) host: TestHost,
+    pub(crate) here: OpenDir,
 }
 
 impl Remote {
-    fn new(tag: &str) -> Remote {
+    pub(crate) fn new(tag: &str) -> Remote {
         let host = TestHost::start(tag);
         isolated_networks(|a| host.virsh(a), &["fleet-v4052", "fleet-pub"]);
         Remote {
@@ -64,7 +65,12 @@ impl Remote {
     }
 
     /// mkheadnode on this machine, driving the test host.
-    fn mk(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn mk(&self, args: &[&str]) -> (i32, String, String) {
+        run(&mut self.cmd(args))
+    }
+
+    /// The command [`Remote::mk`] runs.
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = mkheadnode();
         cmd.args(args)
             .args([
@@ -85,11 +91,11 @@ impl Remote {
             .arg(self.here.path.join("lock"))
             .arg("--state-dir")
             .arg(self.here.path.join("state"));
-        run(&mut cmd)
+        cmd
     }
 
     /// A shell command run on the test host; its standard output.
-    fn sh(&self, script: &str) -> String {
+    pub(crate) fn sh(&self, script: &str) -> String {
         let (code, out, err) = run(&mut self.host.exec(script));
         assert_eq!(code, 0, "{script}: {err}");
         out

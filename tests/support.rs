@@ -400,3 +400,68 @@ impl Drop for TestHost {
             .status();
     }
 }
+
+#[cfg(feature = "host-tests")]
+/// A run of mkheadnode paused by a test hook (or at any line it prints), its standard error
+/// collected.
+pub struct Paused {
+    /// The run.
+    pub child: Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+#[cfg(feature = "host-tests")]
+impl Paused {
+    /// Start `cmd` and wait until a line of its standard error contains `marker`.
+    pub fn until(mut cmd: Command, marker: &str) -> Paused {
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)) {
+                let line = line.unwrap_or_default();
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(marker) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "{args:?} never said {marker:?}:\n{}",
+                        stderr.join().unwrap()
+                    );
+                }
+            }
+        }
+        Paused { child, stderr }
+    }
+
+    /// kill -9 it there; its standard error.
+    pub fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.stderr.join().unwrap()
+    }
+
+    /// Send it `signal` (`TERM`, `INT`); its exit code and standard error.
+    pub fn signal(mut self, signal: &str) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        assert_eq!(run(Command::new("kill").args(["-s", signal, &pid])).0, 0);
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), self.stderr.join().unwrap())
+    }
+}

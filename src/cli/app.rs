@@ -292,8 +292,18 @@ fn create(
         bmc_conf,
         no_start: args.no_start,
     };
+    let push = args.push_image || config.push_image;
+    let several = vlans.len() > 1 || fleet::hosts(&cli.global, &config)?.is_some();
     let jobs = cli.global.jobs.into();
     fleet::run(&cli.global, &config, out, &vlans, |session, vlans| {
+        // Without its base image a host fails at once, before any VLAN is touched; each of
+        // its VLANs says so where the run's own error will not.
+        if let Err(e) = session.base_image(push) {
+            if several {
+                vlans.iter().for_each(|&v| out.error(Some(v), &e));
+            }
+            return Err(e);
+        }
         create_on(session, vlans, &opts, args, rebuild, jobs, out)
     })
 }

@@ -9,14 +9,15 @@ audited implementation that uses the CPU's SHA instructions where there are some
 */
 
 use crate::host::hypervisor::Hypervisor;
+use crate::host::nofollow;
 use crate::model::config::Config;
-use crate::model::image::{parse_record, split_volume, ImageId, Pushed, RECORD_SUFFIX};
+use crate::model::image::{is_sha256, parse_record, split_volume, ImageId, Pushed, RECORD_SUFFIX};
 use crate::render::domain_xml;
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
@@ -53,31 +54,58 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The SHA-256 and size of the file at `path` on this machine; `read` as in [`sha256_of`].
-/// The result is kept for the rest of the process, as long as the file's size and modification
-/// time stay the same (a fleet run asks once per host).
-pub fn sha256_of_file(path: &Path, read: &mut dyn FnMut(u64)) -> anyhow::Result<(String, u64)> {
-    static SEEN: Mutex<Vec<(PathBuf, u64, i128, String)>> = Mutex::new(Vec::new());
+/// The result is kept in `cache_dir` (root's: the lock dir) for as long as the file stays the
+/// same inode with the same size, modification and change times, so that `list` and `create`
+/// do not read a large image again each time.
+pub fn sha256_of_file(
+    path: &Path,
+    cache_dir: &Path,
+    read: &mut dyn FnMut(u64),
+) -> anyhow::Result<(String, u64)> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let stamp = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(-1, |d| i128::try_from(d.as_nanos()).unwrap_or(-1));
-    let mut seen = SEEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((.., sha)) = seen
-        .iter()
-        .find(|(p, size, t, _)| p == path && *size == meta.len() && *t == stamp)
-    {
-        return Ok((sha.clone(), meta.len()));
+    let stamp = format!(
+        "{} {} {} {}.{} {}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    );
+    let cache = cache_dir.join(format!("sha256-{:016x}", fnv(path)));
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        if let Some((seen, sha)) = text.trim_end().rsplit_once(' ') {
+            if seen == stamp && is_sha256(sha) {
+                return Ok((sha.to_string(), meta.len()));
+            }
+        }
     }
     let mut file =
         std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let (sha, size) =
         sha256_of(&mut file, read).with_context(|| format!("hashing {}", path.display()))?;
-    seen.push((path.to_path_buf(), size, stamp, sha.clone()));
+    // A cache that cannot be written costs only time.
+    if std::fs::create_dir_all(cache_dir).is_ok() {
+        nofollow::write(
+            &cache,
+            format!("{stamp} {sha}\n").as_bytes(),
+            0o600,
+            "checksum cache",
+        )
+        .ok();
+    }
     Ok((sha, size))
+}
+
+/// A 64-bit FNV-1a hash of a path, to name its cache file.
+fn fnv(path: &Path) -> u64 {
+    path.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// A volume of the image pool that is no complete image: an upload in progress or cut short,
@@ -289,10 +317,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
         std::fs::write(&path, b"abc").unwrap();
-        let (first, _) = sha256_of_file(&path, &mut |_| {}).unwrap();
+        let cache = dir.path().join("cache");
+        let mut reads = 0;
+        let (first, _) = sha256_of_file(&path, &cache, &mut |_| reads += 1).unwrap();
+        let (again, _) = sha256_of_file(&path, &cache, &mut |_| reads += 1).unwrap();
+        assert_eq!((first.as_str(), reads), (again.as_str(), 1), "hashed once");
         std::fs::write(&path, b"abcd").unwrap();
-        let (second, size) = sha256_of_file(&path, &mut |_| {}).unwrap();
+        let (second, size) = sha256_of_file(&path, &cache, &mut |_| reads += 1).unwrap();
         assert_ne!(first, second);
-        assert_eq!(size, 4);
+        assert_eq!((size, reads), (4, 2));
     }
 }

@@ -7,10 +7,23 @@ use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
 use anyhow::Context;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The magic number that opens a qcow2 file.
 const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+
+/// The base image a create uses on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    /// Its path on the host: the overlay's backing file.
+    pub path: PathBuf,
+    /// Its (virtual) size in bytes.
+    pub size: u64,
+    /// `qcow2` or `raw`.
+    pub format: String,
+    /// Its SHA-256, where known (a pushed image, or this machine's own file).
+    pub sha256: Option<String>,
+}
 
 /// Size in bytes and format of the base image (on the hypervisor, wherever that is).
 pub fn base_image_info(hv: &Hypervisor, path: &Path) -> anyhow::Result<(u64, String)> {

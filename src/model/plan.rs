@@ -75,8 +75,11 @@ pub struct Plan {
     pub disk_volume: String,
     /// Name of the NoCloud seed volume.
     pub seed_volume: String,
-    /// The base image under the overlay.
+    /// The base image under the overlay (on the hypervisor: the configured path, or the
+    /// pushed image it resolves to there).
     pub base_image: PathBuf,
+    /// The base image's SHA-256, where known (recorded in the domain's metadata).
+    pub base_sha256: Option<String>,
     /// Overlay size in GiB (grown to the base image's size if that is larger).
     pub disk_gib: u64,
     /// Serial console log on the hypervisor.
@@ -119,6 +122,7 @@ impl Plan {
             pool: f.pool,
             pool_dir: f.pool_dir,
             base_image: config.base_image.clone(),
+            base_sha256: None,
             disk_gib: config.disk_gib,
             serial_log: config.log_dir.join(format!("{}-serial.log", f.domain_name)),
             disk_volume: f.disk_volume,

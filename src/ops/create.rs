@@ -18,9 +18,10 @@ use crate::host::attachment;
 use crate::host::config_pool;
 use crate::host::hostprep;
 use crate::host::hypervisor::state_word;
-use crate::host::images::base_image_info;
+use crate::host::images::BaseImage;
 use crate::host::records::Records;
 use crate::model::footprint::{Footprint, POOL_MODE};
+use crate::model::image::short;
 use crate::model::intent::Intent;
 use crate::model::machines::Machine;
 use crate::model::plan::Plan;
@@ -97,7 +98,7 @@ impl Session {
         if let Some((dom, _)) = existing {
             return self.leave_existing(&plan, &dom, &records, opts.no_start);
         }
-        let base = self.check_prerequisites(&plan)?;
+        let (plan, base) = self.check_prerequisites(plan)?;
         let pool = self.pool_without_leftovers(&plan, &records)?;
         checkpoint::after(vlan, "pool")?;
         let mut undo = Undo::new(&self.hv, self.out, vlan, &records);
@@ -254,11 +255,14 @@ impl Session {
     }
 
     /// What must be there before anything is made: both NICs' networks or bridges, and the
-    /// base image, whose size and format this returns.
-    fn check_prerequisites(&self, plan: &Plan) -> anyhow::Result<(u64, String)> {
+    /// base image (see [`Session::base_image`]), which the plan then names with its checksum.
+    fn check_prerequisites(&self, mut plan: Plan) -> anyhow::Result<(Plan, BaseImage)> {
         attachment::check(&self.hv, &plan.private_nic.attachment, "vlan")?;
         attachment::check(&self.hv, &plan.public_nic.attachment, "public")?;
-        base_image_info(&self.hv, &plan.base_image)
+        let base = self.base_image(false)?;
+        plan.base_image.clone_from(&base.path);
+        plan.base_sha256.clone_from(&base.sha256);
+        Ok((plan, base))
     }
 
     /// The storage pool, made if needed, without the volumes an interrupted run of ours left
@@ -299,16 +303,12 @@ impl Session {
         &self,
         plan: &Plan,
         pool: &StoragePool,
-        (base_size, base_format): (u64, String),
+        base: BaseImage,
         undo: &mut Undo,
     ) -> anyhow::Result<()> {
-        let capacity = (plan.disk_gib << 30).max(base_size);
-        let xml = domain_xml::overlay_volume(
-            &plan.disk_volume,
-            capacity,
-            &plan.base_image,
-            &base_format,
-        )?;
+        let capacity = (plan.disk_gib << 30).max(base.size);
+        let xml =
+            domain_xml::overlay_volume(&plan.disk_volume, capacity, &base.path, &base.format)?;
         undo.record(&Intent::volume(
             &self.footprint(plan.vlan),
             &plan.disk_volume,
@@ -318,9 +318,13 @@ impl Session {
         self.out.step(
             Some(plan.vlan),
             format!(
-                "created overlay {} on {}",
+                "created overlay {} on {}{}",
                 plan.disk_path().display(),
-                plan.base_image.display()
+                base.path.display(),
+                base.sha256
+                    .as_deref()
+                    .map(|s| format!(" (SHA-256 {})", short(s)))
+                    .unwrap_or_default()
             ),
         );
         checkpoint::after(plan.vlan, "overlay")

@@ -13,7 +13,7 @@ checksum read back differs is deleted, never recorded.
 use crate::error::{failure, Kind};
 use crate::host::hostprep;
 use crate::host::image_store::{sha256_of_file, ImageStore, Listing, Partial};
-use crate::host::images::base_image_info;
+use crate::host::images::{base_image_info, BaseImage};
 use crate::host::interrupt;
 use crate::model::image::{
     choose, name_problem, resume_offset, short, BaseChoice, ImageId, Pushed,
@@ -22,7 +22,7 @@ use crate::ops::checkpoint;
 use crate::ops::session::Session;
 use anyhow::Context as _;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What a push or a verification is doing, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,19 +50,6 @@ pub enum PushOutcome {
         /// Where the upload began: the bytes an earlier, interrupted push had left.
         resumed_at: u64,
     },
-}
-
-/// The base image a create uses on a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseImage {
-    /// Its path on the host: the overlay's backing file.
-    pub path: PathBuf,
-    /// Its (virtual) size in bytes.
-    pub size: u64,
-    /// `qcow2` or `raw`.
-    pub format: String,
-    /// Its SHA-256, where known (a pushed image, or this machine's own file).
-    pub sha256: Option<String>,
 }
 
 /// One image volume of a host, as `image list` shows it.
@@ -138,8 +125,9 @@ impl Session {
                 )
             })?
             .len();
-        let (sha256, size) =
-            sha256_of_file(file, &mut |done| progress(Phase::Hashing, done, total))?;
+        let (sha256, size) = sha256_of_file(file, &self.config.lock_dir, &mut |done| {
+            progress(Phase::Hashing, done, total);
+        })?;
         Ok((ImageId { name, sha256 }, size))
     }
 
@@ -322,7 +310,7 @@ impl Session {
             return Ok(None);
         }
         Ok(Some(
-            sha256_of_file(&self.config.base_image, &mut |_| {})?.0,
+            sha256_of_file(&self.config.base_image, &self.config.lock_dir, &mut |_| {})?.0,
         ))
     }
 

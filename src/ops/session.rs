@@ -5,6 +5,7 @@ and the virt type decided once for all of them.
 
 use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
+use crate::host::images::BaseImage;
 use crate::host::virt_type::{self, Choice};
 use crate::model::config::Config;
 use crate::model::footprint::{domain_name, Footprint};
@@ -14,7 +15,7 @@ use crate::model::vlan::Vlan;
 use crate::ops::ownership;
 use crate::ops::report::Reporter;
 use crate::render::domain_xml::{self, Metadata};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use virt::domain::Domain;
 
 /// Everything an operation needs: settings, the libvirt connection, and where to report.
@@ -27,6 +28,8 @@ pub struct Session {
     pub out: Reporter,
     /// The configuration's virt type choice, decided on first use (teardown never needs it).
     decided: OnceLock<Choice>,
+    /// The base image creates use on this host, once found (see [`Session::base_image`]).
+    base: Mutex<Option<BaseImage>>,
 }
 
 /// The domain named for `vlan` and our metadata on it, with what in it is not `vlan`'s (see
@@ -90,6 +93,7 @@ impl Session {
             hv,
             out,
             decided: OnceLock::new(),
+            base: Mutex::new(None),
         }
     }
 
@@ -108,6 +112,19 @@ impl Session {
                 choice
             })
             .virt_type
+    }
+
+    /// The base image creates use on this host: found (and, with `push`, pushed first where
+    /// the host lacks it) once per session, so a bulk run fails at once without it, before
+    /// anything is made.
+    pub fn base_image(&self, push: bool) -> anyhow::Result<BaseImage> {
+        let mut base = self.base.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = &*base {
+            return Ok(found.clone());
+        }
+        let found = self.resolve_base_image(push)?;
+        *base = Some(found.clone());
+        Ok(found)
     }
 
     /// Plan the headnode of `vlan` with this session's settings.

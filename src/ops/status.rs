@@ -8,6 +8,7 @@ use crate::error::{failure, Kind};
 use crate::host::hypervisor::{domain_gone, state_word, Hypervisor};
 use crate::model::config::Config;
 use crate::model::footprint::{vlan_of_domain_name, Footprint};
+use crate::model::image::short;
 use crate::model::vlan::Vlan;
 use crate::ops::ownership;
 use crate::ops::session::{headnode_domain, Session};
@@ -21,8 +22,9 @@ impl Session {
     /// One removed meanwhile by another process is left out.
     pub fn list(&self) -> anyhow::Result<Vec<Status>> {
         let mut out = Vec::new();
+        let current = self.current_image_sha()?;
         for (d, m) in self.hv.headnodes()? {
-            match status_of(&self.hv, &self.config, &d, &m) {
+            match status_of(&self.hv, &self.config, &d, &m, current.as_deref()) {
                 Ok(status) => out.push(status),
                 Err(e) if domain_gone(&e) => {}
                 Err(e) => return Err(e),
@@ -34,7 +36,10 @@ impl Session {
     /// Status of the headnode of `vlan`; [`Status::problem`] says if it is not that VLAN's.
     pub fn status(&self, vlan: Vlan) -> anyhow::Result<Status> {
         match headnode_domain(&self.hv, &self.config, vlan)? {
-            Some((d, m, _)) => status_of(&self.hv, &self.config, &d, &m),
+            Some((d, m, _)) => {
+                let current = self.current_image_sha()?;
+                status_of(&self.hv, &self.config, &d, &m, current.as_deref())
+            }
             None => Err(failure(
                 Kind::NotFound,
                 format!("there is no headnode for VLAN {vlan}"),
@@ -67,16 +72,25 @@ pub struct Status {
     pub disk: String,
     /// Whether libvirt starts it with the host.
     pub autostart: bool,
+    /// The SHA-256 of the base image it was made from, where it was known.
+    pub base_sha256: Option<String>,
+    /// Whether that is the image a create would use on its host now: `false` for a headnode
+    /// on an outdated image (`rebuild` moves it to the current one), `null` where either is
+    /// not known.
+    pub image_current: Option<bool>,
     /// Why this domain, though it carries our metadata, is not the headnode its name says
     /// (mkheadnode then refuses to touch it); `null` when it is.
     pub problem: Option<String>,
 }
 
+/// One headnode's status; `current` is the checksum of the base image a create would use on
+/// its host now, where known.
 fn status_of(
     hv: &Hypervisor,
     config: &Config,
     dom: &Domain,
     meta: &Metadata,
+    current: Option<&str>,
 ) -> anyhow::Result<Status> {
     let facts = domain_xml::live_facts(&hv.xml(dom)?)?;
     let name = dom.name()?;
@@ -102,6 +116,12 @@ fn status_of(
         config_dir: meta.config_dir.display().to_string(),
         disk: facts.disk_sources.first().cloned().unwrap_or_default(),
         autostart: dom.autostart().unwrap_or(false),
+        image_current: meta
+            .base_sha256
+            .as_deref()
+            .zip(current)
+            .map(|(made, now)| made == now),
+        base_sha256: meta.base_sha256.clone(),
     })
 }
 
@@ -113,6 +133,15 @@ pub fn table(rows: &[Status]) -> String {
             out.push_str(&format!(
                 "NOT OURS AS NAMED: {}: {problem}; mkheadnode will not touch it\n",
                 row.domain
+            ));
+        }
+        if row.image_current == Some(false) {
+            out.push_str(&format!(
+                "OUTDATED IMAGE: {} was made from base image {}, not from the current one: \
+                 `mkheadnode rebuild {}` makes it anew from that\n",
+                row.domain,
+                short(row.base_sha256.as_deref().unwrap_or_default()),
+                row.vlan
             ));
         }
     }
@@ -132,8 +161,9 @@ fn plain_table(rows: &[Status]) -> String {
         "PUBLIC MAC",
         "CONFIG DIR",
         "DISK",
+        "IMAGE",
     ];
-    let cells: Vec<[String; 9]> = rows
+    let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|s| {
             [
@@ -146,10 +176,21 @@ fn plain_table(rows: &[Status]) -> String {
                 s.public_mac.clone(),
                 s.config_dir.clone(),
                 s.disk.clone(),
+                image_cell(s),
             ]
         })
         .collect();
     aligned(&header, &cells, !hosts)
+}
+
+/// The IMAGE cell: the base image's checksum, `(outdated)` after it where it is not the
+/// current one, `-` where it is not known.
+fn image_cell(s: &Status) -> String {
+    match (s.base_sha256.as_deref(), s.image_current) {
+        (None, _) => "-".into(),
+        (Some(sha), Some(false)) => format!("{} (outdated)", short(sha)),
+        (Some(sha), _) => short(sha).to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +211,8 @@ mod tests {
             disk: "/d.qcow2".into(),
             autostart: true,
             problem: None,
+            base_sha256: None,
+            image_current: None,
         };
         let t = table(std::slice::from_ref(&row));
         let lines: Vec<&str> = t.lines().collect();
@@ -191,6 +234,50 @@ mod tests {
     }
 
     #[test]
+    fn a_headnode_on_an_outdated_image_is_flagged_with_the_command_that_moves_it() {
+        let sha = "3f2a9c1d0b7e5a44aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let row = Status {
+            host: None,
+            vlan: 4080,
+            domain: "headnode-4080".into(),
+            state: "running".into(),
+            virt_type: "qemu".into(),
+            private_mac: String::new(),
+            public_mac: String::new(),
+            config_dir: String::new(),
+            disk: "/d.qcow2".into(),
+            autostart: true,
+            problem: None,
+            base_sha256: Some(sha.into()),
+            image_current: Some(false),
+        };
+        let t = table(std::slice::from_ref(&row));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[1].ends_with("/d.qcow2  3f2a9c1d0b7e (outdated)"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("OUTDATED IMAGE: headnode-4080")
+                && lines[2].contains("`mkheadnode rebuild 4080`"),
+            "{t}"
+        );
+        let current = Status {
+            image_current: Some(true),
+            ..row.clone()
+        };
+        let t = table(&[current]);
+        assert!(t.lines().nth(1).unwrap().ends_with("  3f2a9c1d0b7e"), "{t}");
+        assert_eq!(t.lines().count(), 2, "{t}");
+        let unknown = Status {
+            base_sha256: None,
+            image_current: None,
+            ..row
+        };
+        assert!(table(&[unknown]).lines().nth(1).unwrap().ends_with("  -"));
+    }
+
+    #[test]
     fn a_fleet_table_has_a_host_column() {
         let row = |host: &str, vlan: u16| Status {
             host: Some(host.into()),
@@ -204,6 +291,8 @@ mod tests {
             disk: String::new(),
             autostart: true,
             problem: None,
+            base_sha256: None,
+            image_current: None,
         };
         let t = table(&[row("hv1", 7), row("hypervisor-2", 300)]);
         let lines: Vec<&str> = t.lines().collect();

@@ -46,6 +46,11 @@ pub fn domain(plan: &Plan) -> anyhow::Result<String> {
         .value("disk_volume", &plan.disk_volume)
         .value("seed_volume", &plan.seed_volume)
         .value("config_dir", path_str(&plan.config_dir)?)
+        .value("base_image", path_str(&plan.base_image)?)
+        .value(
+            "base_sha256",
+            plan.base_sha256.as_deref().unwrap_or_default(),
+        )
         .value("memory_mib", plan.memory_mib)
         .value("vcpus", plan.vcpus)
         .value("disk_path", path_str(&plan.disk_path())?)
@@ -166,6 +171,10 @@ pub struct Metadata {
     pub seed_volume: String,
     /// Its config dir on the host.
     pub config_dir: PathBuf,
+    /// The base image it was made from (absent in headnodes made before it was recorded).
+    pub base_image: Option<PathBuf>,
+    /// That image's SHA-256, where it was known.
+    pub base_sha256: Option<String>,
 }
 
 /// Leaf elements of an XML document by local name (namespace prefixes ignored).
@@ -226,6 +235,8 @@ pub fn parse_metadata(xml: &str) -> anyhow::Result<Metadata> {
         disk_volume: get("disk-volume")?,
         seed_volume: get("seed-volume")?,
         config_dir: PathBuf::from(get("config-dir")?),
+        base_image: map.get("base-image").map(PathBuf::from),
+        base_sha256: map.get("base-sha256").cloned(),
     })
 }
 
@@ -391,6 +402,20 @@ mod tests {
             meta.config_dir,
             PathBuf::from("/var/lib/headnode-config/42")
         );
+        assert_eq!(
+            (meta.base_image, meta.base_sha256),
+            (Some(plan().base_image), None),
+            "an unknown checksum is no checksum"
+        );
+        let mut pushed = plan();
+        pushed.base_image = PathBuf::from("/var/lib/mkheadnode/pushed/b.0123456789abcdef.qcow2");
+        pushed.base_sha256 = Some(format!("0123456789abcdef{}", "0".repeat(48)));
+        let xml = domain(&pushed).unwrap();
+        let start = xml.find("<mkheadnode:headnode").unwrap();
+        let end = xml.find("</mkheadnode:headnode>").unwrap() + "</mkheadnode:headnode>".len();
+        let meta = parse_metadata(&xml[start..end]).unwrap();
+        assert_eq!(meta.base_image, Some(pushed.base_image));
+        assert_eq!(meta.base_sha256, pushed.base_sha256);
         // libvirt hands the element back with a default namespace instead of our prefix.
         let unprefixed = format!(
             "<headnode xmlns=\"{METADATA_NS}\"><vlan>9</vlan><version>0.1.0</version><private-mac>52:54:00:4d:00:09</private-mac><public-mac>52:54:00:4d:10:09</public-mac><pool>p</pool><disk-volume>d</disk-volume><seed-volume>s</seed-volume><config-dir>/c&amp;d</config-dir></headnode>"
