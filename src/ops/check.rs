@@ -6,12 +6,13 @@ about each problem. It changes nothing.
 use crate::host::apparmor;
 use crate::host::attachment;
 use crate::host::hypervisor::Hypervisor;
-use crate::host::images::base_image_info;
 use crate::host::virt_type;
 use crate::model::config::{Attachment, Config};
 use crate::model::footprint::Footprint;
+use crate::model::image::short;
 use crate::model::plan::{Plan, VirtType};
 use crate::model::vlan::Vlan;
+use crate::ops::base_image::base_image_on;
 use crate::render::seed::{BIOS_LOADER, UEFI_LOADER};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -244,16 +245,21 @@ fn config_dir(config: &Config) -> Finding {
     }
 }
 
-/// The base image's format and size, or why it cannot be used.
+/// The base image a create would use there (see [`base_image_on`]), or why there is none.
 fn base_image(hv: &Hypervisor, config: &Config) -> Finding {
-    match base_image_info(hv, &config.base_image) {
-        Ok((size, format)) => finding(
+    match base_image_on(hv, config) {
+        Ok(base) => finding(
             Level::Ok,
             "base image",
             format!(
-                "{} ({format}, {} MiB virtual)",
-                config.base_image.display(),
-                size >> 20
+                "{} ({}, {} MiB virtual{})",
+                base.path.display(),
+                base.format,
+                base.size >> 20,
+                base.sha256
+                    .as_deref()
+                    .map(|s| format!(", SHA-256 {}", short(s)))
+                    .unwrap_or_default()
             ),
         ),
         Err(e) => finding(Level::Fail, "base image", format!("{e:#}")),

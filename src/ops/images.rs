@@ -13,11 +13,10 @@ checksum read back differs is deleted, never recorded.
 use crate::error::{failure, Kind};
 use crate::host::hostprep;
 use crate::host::image_store::{sha256_of_file, ImageStore, Listing, Partial};
-use crate::host::images::{base_image_info, BaseImage};
+use crate::host::images::BaseImage;
 use crate::host::interrupt;
-use crate::model::image::{
-    choose, name_problem, resume_offset, short, BaseChoice, ImageId, Pushed,
-};
+use crate::model::image::{name_problem, resume_offset, short, ImageId, Pushed};
+use crate::ops::base_image::{base_image_on, current_sha, local_sha, pushed, wanted_name};
 use crate::ops::checkpoint;
 use crate::ops::session::Session;
 use anyhow::Context as _;
@@ -242,8 +241,8 @@ impl Session {
             return Ok(Vec::new());
         };
         let listing = store.list()?;
-        let local = self.local_sha()?;
-        let wanted = self.wanted_name();
+        let local = local_sha(&self.config)?;
+        let wanted = wanted_name(&self.config);
         let matches = |name: &str, sha: &str| {
             (name == wanted)
                 .then_some(local.as_deref())
@@ -295,118 +294,30 @@ impl Session {
         Ok(read == p.size && sha256 == p.id.sha256)
     }
 
-    /// The file name of the configured base image.
-    fn wanted_name(&self) -> String {
-        self.config
-            .base_image
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
-    /// The checksum of the configured base image on this machine, if it is here.
-    fn local_sha(&self) -> anyhow::Result<Option<String>> {
-        if !self.config.base_image.is_file() {
-            return Ok(None);
-        }
-        Ok(Some(
-            sha256_of_file(&self.config.base_image, &self.config.lock_dir, &mut |_| {})?.0,
-        ))
-    }
-
-    /// The complete pushed images of this host (none if it has no image pool).
-    fn pushed(&self) -> anyhow::Result<Vec<Pushed>> {
-        Ok(match ImageStore::existing(&self.hv, &self.config)? {
-            Some(store) => store.list()?.complete,
-            None => Vec::new(),
-        })
-    }
-
     /// The checksum of the image a create would use on this host now, where known, without
     /// making or pushing anything (for `list`).
     pub fn current_image_sha(&self) -> anyhow::Result<Option<String>> {
-        let local = self.local_sha()?;
-        let pushed = self.pushed()?;
-        Ok(
-            match choose(&self.wanted_name(), local.as_deref(), &pushed, false) {
-                BaseChoice::Pushed(p) => Some(p.id.sha256),
-                _ if self.hv.is_local() => local,
-                _ => None,
-            },
-        )
+        current_sha(&self.hv, &self.config)
     }
 
-    /// The base image a create uses on this host (see [`choose`]); with `push`, this machine's
-    /// base image is pushed first unless the host has it pushed already. Where the host has
-    /// none, an error of kind `NotFound` says how to push it.
+    /// The base image a create uses on this host (see [`base_image_on`]); with `push`, this
+    /// machine's base image is pushed first unless the host has it pushed already.
     pub fn resolve_base_image(&self, push: bool) -> anyhow::Result<BaseImage> {
-        let local = self.local_sha()?;
-        let wanted = self.wanted_name();
-        let mut pushed = self.pushed()?;
-        let have_local_push = |pushed: &[Pushed]| {
-            local.as_deref().is_some_and(|l| {
-                pushed
+        let (hv, config) = (&self.hv, &self.config);
+        if push {
+            if let Some(local) = local_sha(config)? {
+                let wanted = wanted_name(config);
+                let there = pushed(hv, config)?
                     .iter()
-                    .any(|p| p.id.name == wanted && p.id.sha256 == l)
-            })
-        };
-        if push && local.is_some() && !have_local_push(&pushed) {
-            self.out.step(
-                None,
-                format!(
-                    "pushing {} to {} first",
-                    self.config.base_image.display(),
-                    self.hv.uri()
-                ),
-            );
-            self.push_image(&self.config.base_image, &|_, _, _| {})?;
-            pushed = self.pushed()?;
-        }
-        let choice = match choose(&wanted, local.as_deref(), &pushed, false) {
-            BaseChoice::Missing(why) => {
-                let at_path = base_image_info(&self.hv, &self.config.base_image).is_ok();
-                match choose(&wanted, local.as_deref(), &pushed, at_path) {
-                    BaseChoice::Missing(_) => return Err(self.missing_base(&why, local.is_some())),
-                    other => other,
+                    .any(|p| p.id.name == wanted && p.id.sha256 == local);
+                if !there {
+                    let base = config.base_image.display();
+                    self.out
+                        .step(None, format!("pushing {base} to {} first", hv.uri()));
+                    self.push_image(&config.base_image, &|_, _, _| {})?;
                 }
             }
-            other => other,
-        };
-        let (path, sha256) = match choice {
-            BaseChoice::Pushed(p) => (p.path, Some(p.id.sha256)),
-            _ if self.hv.is_local() => (self.config.base_image.clone(), local),
-            _ => (self.config.base_image.clone(), None),
-        };
-        let (size, format) = base_image_info(&self.hv, &path)?;
-        Ok(BaseImage {
-            path,
-            size,
-            format,
-            sha256,
-        })
-    }
-
-    /// The error for a host without the configured base image: why, and the command that
-    /// fixes it.
-    fn missing_base(&self, why: &str, here: bool) -> anyhow::Error {
-        let base = self.config.base_image.display();
-        let uri = self.hv.uri();
-        let fix = if here {
-            format!(
-                "push it: `mkheadnode image push --connect '{uri}' {base}` (or create with \
-                 --push-image)"
-            )
-        } else {
-            format!(
-                "put the image at {base} on this machine (`make image` builds one) and push it: \
-                 `mkheadnode image push --connect '{uri}' {base}`"
-            )
-        };
-        failure(
-            Kind::NotFound,
-            format!(
-                "base image {base} is not on {uri}: {why}, nor a file at that path there; {fix}"
-            ),
-        )
+        }
+        base_image_on(hv, config)
     }
 }

@@ -12,6 +12,7 @@ without our metadata is never touched, nor one whose metadata is not its VLAN's
 ([`ownership`]).
 */
 
+pub mod base_image;
 pub mod check;
 pub mod checkpoint;
 pub mod create;
