@@ -144,3 +144,37 @@ fn control_characters_in_seed_values_are_refused_naming_the_key() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("vlan_attachment.name"), "{err}");
 }
+
+#[test]
+fn image_push_names_a_file_it_cannot_push_before_it_does_anything() {
+    // The file is refused before the push takes its lock (or looks at any pool).
+    let root = tempfile::tempdir().unwrap();
+    let bad = root.path().join("bad name.qcow2");
+    std::fs::write(&bad, b"x").unwrap();
+    for (file, want, says) in [
+        (root.path().join("absent.qcow2"), 3, "cannot read the image"),
+        (bad, 2, "has characters other than letters"),
+        (
+            root.path().join("x.sha256"),
+            2,
+            "marks the records of pushed images",
+        ),
+    ] {
+        let (code, _, err) = run(mkheadnode()
+            .args([
+                "image",
+                "push",
+                "--connect",
+                "test:///default",
+                "--lock-dir",
+            ])
+            .arg(root.path().join("lock"))
+            .arg(&file));
+        assert_eq!(code, want, "{}: {err}", file.display());
+        assert!(err.contains(says), "{}: {err}", file.display());
+        assert!(
+            err.contains(file.file_name().unwrap().to_str().unwrap()),
+            "{err}"
+        );
+    }
+}

@@ -117,6 +117,17 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
     let creds = r.here.path.join("bmc.conf");
     std::fs::write(&creds, "[default]\ndriver = none\n").unwrap();
 
+    // The base image, pushed there through libvirt (uploaded, read back, recorded): the
+    // headnode boots from that copy, not from the one the test host also has at base_image.
+    let t = std::time::Instant::now();
+    let (code, _, err) = r.mk(&["image", "push"]);
+    assert_eq!(code, 0, "image push: {err}");
+    assert!(err.contains("read back and verified"), "{err}");
+    eprintln!(
+        "image push of the base image: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+
     // Create, and wait for the PXE stack: the console through libvirt's stream, not a file.
     let t = std::time::Instant::now();
     let (code, out, err) = r.mk(&[
@@ -160,6 +171,20 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
     assert_eq!(code, 0, "status: {err}");
     let row: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(row["state"], "running", "{row}");
+    let (_, pushed, _) = r.mk(&["image", "list", "--json"]);
+    let pushed: serde_json::Value = serde_json::from_str(&pushed).unwrap();
+    assert_eq!(row["base_sha256"], pushed[0]["sha256"], "{row} {pushed}");
+    assert_eq!(row["image_current"], true, "{row}");
+    let overlay = r.sh(&format!(
+        "qemu-img info -U --output=json /var/lib/mkheadnode/images/headnode-{VLAN}.qcow2"
+    ));
+    assert!(
+        overlay.contains(&format!(
+            "\"backing-filename\": \"{}\"",
+            pushed[0]["path"].as_str().unwrap()
+        )),
+        "{overlay}"
+    );
     let macs = (row["private_mac"].clone(), row["public_mac"].clone());
 
     // install and nodes, through the guest agent over the same URI.
