@@ -302,7 +302,17 @@ fn an_interrupted_push_resumes_when_run_again() {
     let (base, sha) = images.random("cut.raw", 24);
     let vol = volume("cut.raw", &sha);
 
-    // kill -9 half-way through the upload, once the host holds a few MiB of it.
+    // Ctrl-C half-way through the upload: it stops after the piece in progress, and says how
+    // to go on.
+    let (code, err) = paused_push(&r, &base, "image-upload-half").signal("INT");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("interrupted by SIGINT (Ctrl-C) after")
+            && err.contains("run the same push again to resume"),
+        "{err}"
+    );
+
+    // Run again, and kill -9 it half-way, once the host holds a few MiB of the image.
     let push = paused_push(&r, &base, "image-upload-half");
     let held = || {
         r.sh(&format!("stat -c %s {PUSHED}/{vol} 2>/dev/null || echo 0"))
@@ -314,7 +324,8 @@ fn an_interrupted_push_resumes_when_run_again() {
         wait_until(Duration::from_secs(60), || held() >= 2 << 20),
         "the host never held 2 MiB of the upload"
     );
-    push.kill();
+    let err = push.kill();
+    assert!(err.contains("an earlier push left"), "{err}");
     let rows = image_rows(&r, &base);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["state"], "incomplete", "{rows:?}");

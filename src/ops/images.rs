@@ -86,7 +86,9 @@ impl Session {
             return Ok(PushOutcome::AlreadyThere(done.clone()));
         }
         let resumed_at = self.start_or_resume(&store, &listing, &id, size)?;
-        self.upload(&store, &id, file, resumed_at, size, progress)?;
+        if resumed_at < size {
+            self.upload(&store, &id, file, resumed_at, size, progress)?;
+        }
         checkpoint::pause_if_asked(&format!("image {}", id.name), "image-uploaded");
         self.verify_upload(&store, &id, size, progress)?;
         store.write_record(&id)?;
