@@ -4,8 +4,8 @@
 //! machine under `/var/lib/mkheadnode`, which the test host does not see (it has its own): a
 //! headnode made from one is defined (`--no-start`), never booted. The VLANs are 4080-4089.
 
-use crate::remote::{isolated_networks, Remote};
-use crate::support::{tool, wait_until, Paused};
+use crate::remote::{isolated_networks, HereToo, Remote};
+use crate::support::{run, tool, wait_until, Paused, SYSTEM_URI};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -359,4 +359,112 @@ fn an_interrupted_push_resumes_when_run_again() {
         (1, Some("complete"), Some(true)),
         "{rows:?}"
     );
+}
+
+/// The VLAN the fleet test puts on this machine.
+const VLAN_HERE: &str = "4084";
+
+#[test]
+fn a_fleet_push_goes_to_the_host_named_or_to_every_host() {
+    // Two hosts: this machine (qemu:///system) and the test host. Paths are per test; on the
+    // test host they are in its own private dirs.
+    let r = Remote::new("imgfleet");
+    let images = Images::new("fleet");
+    let (base, sha) = images.random("fleet.raw", 3);
+    let tag = format!("imgfleet-{}", std::process::id());
+    let public = format!("imgpub-{}", std::process::id());
+    let here_net = format!("fleet-v{VLAN_HERE}");
+    let _here = HereToo::new(tag.clone(), 4084, &[&here_net, &public]);
+    isolated_networks(|a| r.host.virsh(a), &["fleet-v4085", &public]);
+    let config = r.here.path.join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "pool = \"{tag}\"\npool_dir = \"/var/lib/mkheadnode/{tag}/images\"\n\
+             image_dir = \"/var/lib/mkheadnode/{tag}/pushed\"\nbase_image = \"{}\"\n\
+             config_root = \"/var/lib/headnode-config/{tag}\"\nvirt_type = \"qemu\"\n\
+             apparmor_abstraction = \"{}\"\nmemory_mib = 256\nvcpus = 1\n\
+             [vlan_attachment]\nkind = \"network\"\nname = \"fleet-v{{vlan}}\"\n\
+             [public_attachment]\nkind = \"network\"\nname = \"{public}\"\n\
+             [[hosts]]\nname = \"here\"\nuri = \"{SYSTEM_URI}\"\nvlans = \"{VLAN_HERE}\"\n\
+             [[hosts]]\nname = \"there\"\nuri = \"{}\"\nvlans = \"4085\"\n",
+            base.display(),
+            r.here.path.join("libvirt-qemu").display(),
+            r.host.uri
+        ),
+    )
+    .unwrap();
+    let mk = |args: &[&str]| r.with_config(&config, args);
+    let rows = || {
+        let (code, out, err) = mk(&["image", "list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r["host"].as_str().unwrap().to_string(),
+                    r["sha256"].as_str().unwrap().to_string(),
+                    r["matches_local"].as_bool().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // --host NAME: that host only.
+    let (code, _, err) = mk(&["image", "push", "--host", "there"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("there: pushed fleet.raw"), "{err}");
+    assert_eq!(rows(), vec![("there".to_string(), sha.clone(), true)]);
+
+    // Every host: this machine gets it too, the test host has it already.
+    let (code, _, err) = mk(&["image", "push"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("here: pushed fleet.raw"), "{err}");
+    assert!(err.contains("there: fleet.raw"), "{err}");
+    assert!(err.contains("is there already"), "{err}");
+    assert_eq!(
+        rows(),
+        vec![
+            ("here".to_string(), sha.clone(), true),
+            ("there".to_string(), sha.clone(), true)
+        ]
+    );
+    let (code, out, _) = mk(&["image", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("HOST"), "{out}");
+
+    // A headnode on each host, each on its host's pushed copy.
+    let (code, out, err) = mk(&[&format!("{VLAN_HERE},4085"), "--no-start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = mk(&["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    // (Other headnodes of this machine's libvirt are listed too: only ours count.)
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let listed: Vec<&serde_json::Value> = listed
+        .iter()
+        .filter(|r| r["vlan"] == 4084 || r["vlan"] == 4085)
+        .collect();
+    assert_eq!(listed.len(), 2, "{out}");
+    for row in listed {
+        assert_eq!(row["base_sha256"], sha.as_str(), "{row}");
+        assert_eq!(row["image_current"], true, "{row}");
+    }
+    let pushed_here = format!(
+        "/var/lib/mkheadnode/{tag}/pushed/{}",
+        volume("fleet.raw", &sha)
+    );
+    let (_, xml, _) = run(Command::new("virsh").args([
+        "-c",
+        SYSTEM_URI,
+        "vol-dumpxml",
+        &format!("headnode-{VLAN_HERE}.qcow2"),
+        "--pool",
+        &tag,
+    ]));
+    assert!(
+        xml.contains(&format!("<path>{pushed_here}</path>")),
+        "{xml}"
+    );
+    let (code, out, err) = mk(&["teardown", &format!("{VLAN_HERE},4085"), "--purge"]);
+    assert_eq!(code, 0, "{out}{err}");
 }

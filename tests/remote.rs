@@ -3,6 +3,7 @@
 //! a [`TestHost`]: namespaces of its own on this machine, torn down on drop.
 
 use crate::support::{mkheadnode, run, virsh, OpenDir, TestHost};
+use std::path::Path;
 use std::process::Command;
 
 #[test]
@@ -92,6 +93,20 @@ impl Remote {
             .arg("--state-dir")
             .arg(self.here.path.join("state"));
         cmd
+    }
+
+    /// mkheadnode on this machine with the configuration file `config` (a fleet's, say: no
+    /// `--connect`), and this test's lock and state dirs.
+    pub(crate) fn with_config(&self, config: &Path, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = mkheadnode();
+        cmd.arg("--config")
+            .arg(config)
+            .arg("--lock-dir")
+            .arg(self.here.path.join("lock"))
+            .arg("--state-dir")
+            .arg(self.here.path.join("state"))
+            .args(args);
+        run(&mut cmd)
     }
 
     /// A shell command run on the test host; its standard output.
@@ -242,16 +257,21 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
     assert!(!pools.contains("config-4052"), "{pools}");
 }
 
-/// What a fleet test makes on this machine's libvirt, removed on drop.
-struct HereToo {
+/// What a fleet test makes on this machine's libvirt, removed on drop: the headnode of `vlan`,
+/// the pools named after `tag` (overlays, pushed images, the VLAN's config dir) and their
+/// directories, and the networks `nets`.
+pub(crate) struct HereToo {
     tag: String,
+    vlan: u16,
     nets: Vec<String>,
 }
 
 impl HereToo {
-    fn new(tag: String, nets: &[&str]) -> HereToo {
+    /// Define and start the isolated networks `nets` here; the rest is removed on drop.
+    pub(crate) fn new(tag: String, vlan: u16, nets: &[&str]) -> HereToo {
         let here = HereToo {
             tag,
+            vlan,
             nets: nets.iter().map(|n| (*n).to_string()).collect(),
         };
         isolated_networks(virsh, nets);
@@ -261,9 +281,15 @@ impl HereToo {
 
 impl Drop for HereToo {
     fn drop(&mut self) {
-        virsh(&["destroy", "headnode-4054"]);
-        virsh(&["undefine", "headnode-4054"]);
-        for pool in [self.tag.clone(), format!("{}-config-4054", self.tag)] {
+        let domain = format!("headnode-{}", self.vlan);
+        virsh(&["destroy", &domain]);
+        virsh(&["undefine", &domain]);
+        for suffix in [
+            String::new(),
+            "-images".into(),
+            format!("-config-{}", self.vlan),
+        ] {
+            let pool = format!("{}{suffix}", self.tag);
             let (_, vols, _) = virsh(&["vol-list", &pool]);
             for vol in vols
                 .lines()
@@ -292,7 +318,7 @@ fn a_fleet_run_places_each_vlan_on_its_host() {
     let r = Remote::new("fleet");
     let tag = format!("fleet-test-{}", std::process::id());
     let public = format!("fleet-pub-{}", std::process::id());
-    let _here = HereToo::new(tag.clone(), &["fleet-v4054", &public]);
+    let _here = HereToo::new(tag.clone(), 4054, &["fleet-v4054", &public]);
     isolated_networks(|a| r.host.virsh(a), &["fleet-v4055", &public]);
     let config = r.here.path.join("fleet.toml");
     std::fs::write(
@@ -312,17 +338,7 @@ fn a_fleet_run_places_each_vlan_on_its_host() {
         ),
     )
     .unwrap();
-    let mk = |args: &[&str]| {
-        let mut cmd = mkheadnode();
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("--lock-dir")
-            .arg(r.here.path.join("lock"))
-            .arg("--state-dir")
-            .arg(r.here.path.join("state"))
-            .args(args);
-        run(&mut cmd)
-    };
+    let mk = |args: &[&str]| r.with_config(&config, args);
 
     // A VLAN claimed twice is a configuration error naming both hosts.
     let twice = r.here.path.join("twice.toml");
