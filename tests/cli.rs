@@ -151,6 +151,7 @@ fn image_push_names_a_file_it_cannot_push_before_it_does_anything() {
     let root = tempfile::tempdir().unwrap();
     let bad = root.path().join("bad name.qcow2");
     std::fs::write(&bad, b"x").unwrap();
+    std::fs::create_dir(root.path().join("dir.qcow2")).unwrap();
     for (file, want, says) in [
         (root.path().join("absent.qcow2"), 3, "cannot read the image"),
         (bad, 2, "has characters other than letters"),
@@ -159,6 +160,7 @@ fn image_push_names_a_file_it_cannot_push_before_it_does_anything() {
             2,
             "marks the records of pushed images",
         ),
+        (root.path().join("dir.qcow2"), 2, "is not a file"),
     ] {
         let (code, _, err) = run(mkheadnode()
             .args([

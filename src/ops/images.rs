@@ -114,18 +114,25 @@ impl Session {
                 format!("{}: {problem}", file.display()),
             ));
         }
-        let total = std::fs::metadata(file)
-            .map_err(|e| {
-                failure(
-                    Kind::NotFound,
-                    format!(
-                        "cannot read the image {}: {e}; give the path of a base image on this \
-                         machine",
-                        file.display()
-                    ),
-                )
-            })?
-            .len();
+        let meta = std::fs::metadata(file).map_err(|e| {
+            failure(
+                Kind::NotFound,
+                format!(
+                    "cannot read the image {}: {e}; give the path of a base image on this machine",
+                    file.display()
+                ),
+            )
+        })?;
+        if !meta.is_file() {
+            return Err(failure(
+                Kind::Usage,
+                format!(
+                    "{} is not a file: give the path of a base image on this machine",
+                    file.display()
+                ),
+            ));
+        }
+        let total = meta.len();
         let (sha256, size) = sha256_of_file(file, &self.config.lock_dir, &mut |done| {
             progress(Phase::Hashing, done, total);
         })?;
