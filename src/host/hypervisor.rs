@@ -9,7 +9,7 @@ use crate::error::{failure, Kind};
 use crate::model::uri::uri_is_local;
 use crate::render::domain_xml::{self, Metadata, METADATA_NS};
 use anyhow::Context;
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::path::Path;
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -19,6 +19,9 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 use virt::sys;
+
+/// How much a stream sends or receives at a time.
+const STREAM_CHUNK: usize = 256 << 10;
 
 /// The libvirt URI used when neither `--connect` nor `LIBVIRT_DEFAULT_URI` says otherwise.
 pub const DEFAULT_URI: &str = "qemu:///system";
@@ -334,11 +337,109 @@ impl Hypervisor {
             .with_context(|| format!("writing {path}"))
     }
 
-    /// Upload `bytes` into `vol` through a libvirt stream on a connection opened for this one
-    /// upload and closed after it, so that no other call ever shares a connection with a stream
-    /// (the hang [`Hypervisor::write_volume`] describes). The volume is found again on that
-    /// connection by its pool and name.
+    /// Upload `bytes` into `vol` through a libvirt stream on a connection of its own (see
+    /// [`Hypervisor::upload_from`]).
     pub fn upload(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
+        self.upload_from(vol, &mut &bytes[..], bytes.len() as u64, &mut |_| {})
+    }
+
+    /// Upload `len` bytes read from `from` into `vol` through a libvirt stream on a connection
+    /// opened for this one upload and closed after it, so that no other call ever shares a
+    /// connection with a stream (the hang [`Hypervisor::write_volume`] describes). The volume
+    /// is found again on that connection by its pool and name. `sent` gets the bytes sent so
+    /// far after every chunk.
+    pub fn upload_from(
+        &self,
+        vol: &StorageVol,
+        from: &mut dyn Read,
+        len: u64,
+        sent: &mut dyn FnMut(u64),
+    ) -> anyhow::Result<()> {
+        let (own, vol, name) = self.on_own_connection(vol)?;
+        let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
+        vol.upload(&stream, 0, len, 0)
+            .with_context(|| format!("starting the upload into {name}"))?;
+        let mut chunk = vec![0u8; STREAM_CHUNK];
+        let mut done = 0u64;
+        while done < len {
+            let want = usize::try_from(len - done).map_or(STREAM_CHUNK, |n| n.min(STREAM_CHUNK));
+            let read = match from.read(&mut chunk[..want]) {
+                Ok(0) => Err(anyhow::anyhow!(
+                    "the source ended after {done} of {len} bytes"
+                )),
+                Ok(n) => Ok(n),
+                Err(e) => Err(e.into()),
+            };
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(e.context(format!("reading what to upload into {name}")));
+                }
+            };
+            let mut rest = &chunk[..n];
+            while !rest.is_empty() {
+                match stream.send(rest) {
+                    Ok(k) if k > 0 => rest = &rest[k.unsigned_abs()..],
+                    Ok(_) => {
+                        let _ = stream.abort();
+                        anyhow::bail!("uploading into {name}: the stream took nothing");
+                    }
+                    Err(e) => {
+                        let _ = stream.abort();
+                        return Err(e).with_context(|| format!("uploading into {name}"));
+                    }
+                }
+            }
+            done += n as u64;
+            sent(done);
+        }
+        stream
+            .finish()
+            .with_context(|| format!("finishing the upload into {name}"))
+    }
+
+    /// The whole of `vol` (a small file: a marker or a manifest), read through a libvirt stream
+    /// on a connection of its own; an error if it holds more than `limit` bytes.
+    pub fn download(&self, vol: &StorageVol, limit: u64) -> anyhow::Result<Vec<u8>> {
+        let (own, vol, name) = self.on_own_connection(vol)?;
+        let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
+        vol.download(&stream, 0, 0, 0)
+            .with_context(|| format!("starting the download of {name}"))?;
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; STREAM_CHUNK];
+        loop {
+            match stream.recv(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) if n > 0 && (out.len() + n.unsigned_abs()) as u64 <= limit => {
+                    out.extend_from_slice(&chunk[..n.unsigned_abs()]);
+                }
+                Ok(n) if n > 0 => {
+                    let _ = stream.abort();
+                    anyhow::bail!("{name} is larger than {limit} bytes: not read");
+                }
+                Ok(_) => {
+                    let _ = stream.abort();
+                    anyhow::bail!("reading {name}: the stream gave nothing");
+                }
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(e).with_context(|| format!("reading {name}"));
+                }
+            }
+        }
+        stream
+            .finish()
+            .with_context(|| format!("finishing the download of {name}"))?;
+        Ok(out)
+    }
+
+    /// A connection of its own for a stream, with `vol` found again on it by its pool and
+    /// name.
+    fn on_own_connection(
+        &self,
+        vol: &StorageVol,
+    ) -> anyhow::Result<(Hypervisor, StorageVol, String)> {
         let name = vol.name().context("reading the volume's name")?;
         let pool_name = vol
             .lookup_storage_pool()
@@ -351,26 +452,50 @@ impl Hypervisor {
         let vol = own
             .find_volume(&pool, &name)?
             .with_context(|| format!("volume {name} went away"))?;
-        let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
-        vol.upload(&stream, 0, bytes.len() as u64, 0)
-            .with_context(|| format!("starting the upload into {name}"))?;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match stream.send(&rest[..rest.len().min(256 << 10)]) {
-                Ok(n) if n > 0 => rest = &rest[n.unsigned_abs()..],
-                Ok(_) => {
-                    let _ = stream.abort();
-                    anyhow::bail!("uploading into {name}: the stream took nothing");
-                }
-                Err(e) => {
-                    let _ = stream.abort();
-                    return Err(e).with_context(|| format!("uploading into {name}"));
-                }
-            }
-        }
-        stream
-            .finish()
-            .with_context(|| format!("finishing the upload into {name}"))
+        Ok((own, vol, name))
+    }
+
+    /// Start a transient `dir` pool `name` at `dir`, making the directory (and the ones above
+    /// it) with `mode` if it is not there. It goes when stopped (or when libvirtd restarts).
+    pub fn start_transient_pool(
+        &self,
+        name: &str,
+        dir: &Path,
+        mode: u32,
+    ) -> anyhow::Result<StoragePool> {
+        self.conn
+            .create_storage_pool_xml(
+                &domain_xml::pool(name, dir, mode)?,
+                sys::VIR_STORAGE_POOL_CREATE_WITH_BUILD,
+            )
+            .with_context(|| format!("starting a storage pool at {}", dir.display()))
+    }
+
+    /// The names of every pool, active or not.
+    pub fn pool_names(&self) -> anyhow::Result<Vec<String>> {
+        let pools = self
+            .conn
+            .list_all_storage_pools(0)
+            .context("listing storage pools")?;
+        Ok(pools.iter().filter_map(|p| p.name().ok()).collect())
+    }
+
+    /// The names of the active pools whose directory is `dir`.
+    pub fn active_pools_at(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+        let pools = self
+            .conn
+            .list_all_storage_pools(sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+            .context("listing storage pools")?;
+        Ok(pools
+            .iter()
+            .filter(|p| {
+                p.xml_desc(0)
+                    .ok()
+                    .and_then(|x| pool_target(&x))
+                    .is_some_and(|t| t == dir)
+            })
+            .filter_map(|p| p.name().ok())
+            .collect())
     }
 
     /// Delete the named volume from the named pool only if its path is `path`; a missing pool or
