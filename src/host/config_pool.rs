@@ -17,7 +17,8 @@ The protections of the local path, and what stands for them here:
 - The config dir is made by libvirt with its owner and mode, and removed (`teardown --purge`)
   only through the pool planned for the VLAN, only if that pool is at the planned directory,
   and only as far as its own plain entries go: the directory is removed only once empty, and
-  nothing is ever followed. Its `profiles/` folder is emptied first (`host::profile_volumes`).
+  nothing of its own is ever followed. Its `profiles/` folder is emptied first
+  (`host::profile_volumes`, which says what libvirt cannot check there).
   What libvirt does not list as a volume (a dangling link) stays, and so does the directory,
   with an error saying so.
 */
