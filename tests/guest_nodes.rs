@@ -637,6 +637,72 @@ fn publishing_drops_profiles_that_left_the_share_and_nothing_else() {
 }
 
 #[test]
+fn the_newest_generation_with_a_marker_is_published_else_the_plain_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (share, root) = (tmp.path().join("share"), tmp.path().join("tftp"));
+    let copy = |dir: &str, text: &str| {
+        std::fs::create_dir_all(share.join(dir).join("sub")).unwrap();
+        std::fs::write(share.join(dir).join("pxelinux.cfg"), text).unwrap();
+        std::fs::write(share.join(dir).join("sub/kernel"), text).unwrap();
+    };
+    let mark = |entry: &str| std::fs::write(share.join(format!("{entry}.ready")), "").unwrap();
+    let published = || std::fs::read_to_string(root.join("a/pxelinux.cfg")).ok();
+    copy("a", "plain");
+    copy("a@5", "five");
+    mark("a@5");
+    copy("a@9", "nine");
+    copy("b@3", "three");
+    std::fs::create_dir_all(root.join("efi/profiles")).unwrap();
+    let out = publish(tmp.path());
+    // The newest generation with a marker: not the plain folder, not the one still uploading.
+    assert_eq!(published().as_deref(), Some("five"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("a/sub/kernel")).unwrap(),
+        "five"
+    );
+    assert_eq!(out.matches("published profile a ").count(), 1, "{out}");
+    assert!(
+        out.contains("skipping profile 'b': its upload is not complete"),
+        "{out}"
+    );
+    assert!(!root.join("b").exists() && !root.join("a@5").exists());
+
+    // Its marker is written: generation 9 counts.
+    mark("a@9");
+    publish(tmp.path());
+    assert_eq!(published().as_deref(), Some("nine"));
+    // Generations are numbers, not names: 10 is newer than 9.
+    copy("a@10", "ten");
+    mark("a@10");
+    publish(tmp.path());
+    assert_eq!(published().as_deref(), Some("ten"));
+    // A marker without its folder, one that is a link, or one whose generation is no number,
+    // counts for nothing.
+    mark("a@11");
+    copy("a@12", "twelve");
+    std::os::unix::fs::symlink(share.join("a@9.ready"), share.join("a@12.ready")).unwrap();
+    copy("a@013", "thirteen");
+    mark("a@013");
+    let out = publish(tmp.path());
+    assert_eq!(published().as_deref(), Some("ten"));
+    assert!(out.contains("published profile a "), "{out}");
+    // No generation has a marker any more: the plain folder counts.
+    for gen in ["5", "9", "10", "11", "12", "013"] {
+        std::fs::remove_file(share.join(format!("a@{gen}.ready"))).unwrap();
+    }
+    publish(tmp.path());
+    assert_eq!(published().as_deref(), Some("plain"));
+    // Only unmarked generations left: it is no longer on the share.
+    std::fs::remove_dir_all(share.join("a")).unwrap();
+    let out = publish(tmp.path());
+    assert!(
+        out.contains("removed profile a (no longer on the share)"),
+        "{out}"
+    );
+    assert!(!root.join("a").exists());
+}
+
+#[test]
 fn tftpd_logs_its_requests() {
     assert!(guest_file("tftpd_hpa").contains("TFTP_OPTIONS=\"--secure --verbose\""));
     assert!(guest_file("nodes_tool").starts_with("#!/usr/bin/python3\n"));

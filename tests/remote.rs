@@ -45,6 +45,17 @@ pub(crate) fn isolated_networks(virsh: impl Fn(&[&str]) -> (i32, String, String)
     }
 }
 
+/// The MD5 sum of `bytes` as `md5sum` prints it for its standard input.
+fn tool_md5(bytes: &[u8]) -> String {
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), bytes).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
 /// The VLAN the remote headnode serves (the tests of remote operation use 4050-4069).
 const VLAN: &str = "4052";
 
@@ -109,6 +120,32 @@ impl Remote {
         run(&mut cmd)
     }
 
+    /// The exit status of shell command `cmd` run in domain `dom` on the test host, through its
+    /// guest agent.
+    fn guest_status(&self, dom: &str, cmd: &str) -> i64 {
+        let agent = |req: serde_json::Value| {
+            let (code, out, err) = self
+                .host
+                .virsh(&["qemu-agent-command", dom, &req.to_string()]);
+            assert_eq!(code, 0, "guest agent: {err}");
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()["return"].clone()
+        };
+        let pid = agent(serde_json::json!({"execute": "guest-exec", "arguments": {
+            "path": "/bin/sh", "arg": ["-c", cmd]}}))["pid"]
+            .as_i64()
+            .unwrap();
+        for _ in 0..300 {
+            let st = agent(
+                serde_json::json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}),
+            );
+            if st["exited"].as_bool() == Some(true) {
+                return st["exitcode"].as_i64().unwrap_or(-1);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("{cmd}: did not end in 60 s");
+    }
+
     /// A shell command run on the test host; its standard output.
     pub(crate) fn sh(&self, script: &str) -> String {
         let (code, out, err) = run(&mut self.host.exec(script));
@@ -120,13 +157,35 @@ impl Remote {
 #[test]
 fn a_headnode_on_another_host_through_qemu_ssh() {
     let r = Remote::new("e2e");
-    // An install profile already in place on the hypervisor (`profile add` works on it only):
-    // the headnode publishes it at its first boot.
-    r.sh(&format!(
-        "mkdir -p /var/lib/headnode-config/{VLAN}/profiles/fleet && printf 'DEFAULT local\\n\
-         LABEL local\\n  LOCALBOOT 0\\n' > /var/lib/headnode-config/{VLAN}/profiles/fleet/pxelinux.cfg \
-         && chmod -R a+rX /var/lib/headnode-config"
-    ));
+    // An install profile, uploaded through libvirt before there is a headnode (it publishes
+    // it at its first boot): a tree, with a file larger than one stream chunk.
+    let source = r.here.path.join("fleet");
+    std::fs::create_dir_all(source.join("images/x86")).unwrap();
+    std::fs::write(
+        source.join("pxelinux.cfg"),
+        "DEFAULT local\nLABEL local\n  LOCALBOOT 0\n",
+    )
+    .unwrap();
+    let kernel: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(source.join("images/x86/kernel"), &kernel).unwrap();
+    let (code, out, err) = r.mk(&["profile", "add", VLAN, "fleet", source.to_str().unwrap()]);
+    assert_eq!(code, 0, "profile add: {out}{err}");
+    assert!(err.contains("added profile fleet"), "{err}");
+    assert!(err.contains("no headnode yet"), "{err}");
+    let profiles = format!("/var/lib/headnode-config/{VLAN}/profiles");
+    let generation = r.sh(&format!("cd {profiles} && ls -d fleet@*.ready"));
+    let generation = generation.trim().trim_end_matches(".ready").to_string();
+    assert_eq!(
+        r.sh(&format!(
+            "cd {profiles}/{generation} && find . | sort && stat -c '%a' . images images/x86 \
+             pxelinux.cfg images/x86/kernel && md5sum < images/x86/kernel"
+        )),
+        format!(
+            ".\n./images\n./images/x86\n./images/x86/kernel\n./pxelinux.cfg\n755\n755\n755\n644\n\
+             644\n{}",
+            tool_md5(&kernel)
+        )
+    );
     let machines = r.here.path.join("machines.txt");
     std::fs::write(&machines, "52:54:00:fe:40:52 10.0.0.7\n").unwrap();
     let creds = r.here.path.join("bmc.conf");
@@ -216,6 +275,37 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
         "{out}"
     );
 
+    // The profile replaced while the headnode runs: published at once, the old copy gone.
+    std::fs::write(
+        source.join("pxelinux.cfg"),
+        "DEFAULT local\nLABEL local\n  LOCALBOOT 0\n# two\n",
+    )
+    .unwrap();
+    let (code, out, err) = r.mk(&["profile", "add", VLAN, "fleet", source.to_str().unwrap()]);
+    assert_eq!(code, 0, "profile add again: {out}{err}");
+    assert!(err.contains("replaced profile fleet"), "{err}");
+    // What the headnode serves now is the new copy, the whole tree.
+    let served = format!(
+        "tail -n 1 /var/lib/tftpboot/fleet/pxelinux.cfg | grep -qx '# two' && \
+         md5sum < /var/lib/tftpboot/fleet/images/x86/kernel | grep -q '^{}'",
+        tool_md5(&kernel).split(' ').next().unwrap()
+    );
+    assert_eq!(r.guest_status("headnode-4052", &served), 0, "{err}");
+    let entries = r.sh(&format!("ls -A {profiles}"));
+    let entries: Vec<&str> = entries.lines().collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(!entries.contains(&generation.as_str()), "{entries:?}");
+    let (code, out, err) = r.mk(&["profile", "list", VLAN, "--json"]);
+    assert_eq!(code, 0, "profile list: {err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["name"], "fleet", "{rows}");
+    assert_eq!(rows[0]["loaders"], serde_json::json!(["BIOS"]), "{rows}");
+    assert_eq!(rows[0]["files"], 2, "{rows}");
+    let cfg_len = std::fs::metadata(source.join("pxelinux.cfg"))
+        .unwrap()
+        .len();
+    assert_eq!(rows[0]["bytes"], 600_000 + cfg_len, "{rows}");
+
     // check says what it can and cannot see there.
     let (_, out, err) = r.mk(&["check", VLAN]);
     assert!(
@@ -241,9 +331,8 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
         "52:54:00:fe:40:52 10.0.0.7\n"
     );
 
-    // teardown --purge removes the domain, its volumes and the config dir, through libvirt.
-    // (A profile tree is removed on the hypervisor itself, as `profile remove` runs there.)
-    r.sh(&format!("rm -r /var/lib/headnode-config/{VLAN}/profiles"));
+    // teardown --purge removes the domain, its volumes and the config dir with its profiles,
+    // through libvirt.
     let (code, out, err) = r.mk(&["teardown", VLAN, "--purge"]);
     assert_eq!(code, 0, "teardown --purge: {out}{err}");
     assert!(err.contains("removed config dir"), "{err}");
@@ -255,6 +344,79 @@ fn a_headnode_on_another_host_through_qemu_ssh() {
     assert!(doms.trim().is_empty(), "{doms}");
     let (_, pools, _) = r.host.virsh(&["pool-list", "--all", "--name"]);
     assert!(!pools.contains("config-4052"), "{pools}");
+}
+
+#[test]
+fn remote_profiles_count_only_once_marked_and_leave_nothing_behind() {
+    let r = Remote::new("prof");
+    let profiles = format!("/var/lib/headnode-config/{VLAN}/profiles");
+    let source = r.here.path.join("p");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("grub.cfg"), "menuentry local { exit }\n").unwrap();
+    let add = |r: &Remote| r.mk(&["profile", "add", VLAN, "p", source.to_str().unwrap()]);
+    let (code, out, err) = add(&r);
+    assert_eq!(code, 0, "{out}{err}");
+    // The config dir was made for it, as create makes it.
+    assert_eq!(
+        r.sh(&format!(
+            "stat -c '%a' /var/lib/headnode-config/{VLAN}; ls /var/lib/headnode-config/{VLAN}"
+        )),
+        "755\nmachines.txt\nprofiles\n"
+    );
+    // An upload that never got its marker (a run killed midway), newer than the marked copy,
+    // and one of a profile that has no marked copy at all: neither counts.
+    r.sh(&format!(
+        "mkdir -p {profiles}/p@99999999999999/sub {profiles}/q@5 && \
+         echo x > {profiles}/p@99999999999999/sub/f && echo x > {profiles}/q@5/grub.cfg"
+    ));
+    let (code, out, err) = r.mk(&["profile", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(
+        (&rows[0]["name"], &rows[0]["files"], &rows[0]["loaders"]),
+        (
+            &serde_json::json!("p"),
+            &serde_json::json!(1),
+            &serde_json::json!(["UEFI"])
+        ),
+        "{rows}"
+    );
+
+    // Adding it again: a generation above every one there, and what it replaced (and the
+    // unfinished upload of it) gone.
+    let (code, out, err) = add(&r);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("replaced profile p"), "{err}");
+    let left = r.sh(&format!("ls -A {profiles}"));
+    let left: Vec<&str> = left.lines().collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&"q@5"), "{left:?}");
+    let generation: u64 = left
+        .iter()
+        .find_map(|e| e.strip_prefix("p@")?.strip_suffix(".ready"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(generation > 99_999_999_999_999, "{left:?}");
+    assert_eq!(
+        r.sh(&format!("cat {profiles}/p@{generation}.ready")),
+        "mkheadnode-profile 1\nfile 25 grub.cfg\n"
+    );
+
+    // remove: a profile with no marked copy is not there (its unfinished upload goes).
+    let (code, _, err) = r.mk(&["profile", "remove", VLAN, "q"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no profile q in"), "{err}");
+    let (code, out, err) = r.mk(&["profile", "remove", VLAN, "p"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(r.sh(&format!("ls -A {profiles}")), "");
+    let (code, out, _) = r.mk(&["profile", "list", VLAN]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(" p "), "{out}");
+    // Our transient pools are gone too.
+    let (_, pools, _) = r.host.virsh(&["pool-list", "--all", "--name"]);
+    assert!(!pools.contains("mkheadnode-tmp-"), "{pools}");
 }
 
 /// What a fleet test makes on this machine's libvirt, removed on drop: the headnode of `vlan`,
@@ -406,8 +568,7 @@ fn a_fleet_run_places_each_vlan_on_its_host() {
         "{out}"
     );
 
-    // profile goes to the VLAN's host: refused there, since it works on the hypervisor's own
-    // files; VLANs on two hosts are refused at once.
+    // profile goes to each VLAN's host: to this machine's files, and through libvirt there.
     let profile = r.here.path.join("profile");
     std::fs::create_dir_all(&profile).unwrap();
     std::fs::write(
@@ -415,18 +576,36 @@ fn a_fleet_run_places_each_vlan_on_its_host() {
         "DEFAULT local\nLABEL local\n  LOCALBOOT 0\n",
     )
     .unwrap();
-    let (code, _, err) = mk(&["profile", "add", "4055", "p", profile.to_str().unwrap()]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("is another machine"), "{err}");
-    let (code, _, err) = mk(&[
+    let (code, out, err) = mk(&[
         "profile",
         "add",
         "4054-4055",
         "p",
         profile.to_str().unwrap(),
     ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("these VLANs are on here, there"), "{err}");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("VLAN 4054: added profile p") && err.contains("VLAN 4055: added profile p"),
+        "{err}"
+    );
+    assert!(std::path::Path::new(&format!(
+        "/var/lib/headnode-config/{tag}/4054/profiles/p/pxelinux.cfg"
+    ))
+    .exists());
+    let there = r.sh(&format!(
+        "cd /var/lib/headnode-config/{tag}/4055/profiles && ls -d p@*.ready"
+    ));
+    assert_eq!(there.lines().count(), 1, "{there}");
+    let (code, out, err) = mk(&["profile", "list", "4054-4055", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let vlans: Vec<&serde_json::Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["vlan"])
+        .collect();
+    assert_eq!(vlans, [4054, 4055], "{rows}");
 
     // And away again, on both hosts at once.
     let (code, out, err) = mk(&[

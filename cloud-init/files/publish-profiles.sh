@@ -5,6 +5,11 @@
 # grub.cfg also gets its UEFI chain, {{efi_dir}}/profiles/<name>/ (shim, GRUB and that
 # grub.cfg), which an armed node's {{uefi_dir}}/01-<mac> link points at.
 #
+# A profile on the share is <name>/, or, when mkheadnode added it through libvirt from another
+# machine (which cannot rename), <name>@<generation>/ beside a marker <name>@<generation>.ready
+# that is written last: the newest generation with a marker counts, else <name>/. A generation
+# without its marker is an upload not yet done, and never published.
+#
 # What it published is listed in a manifest under the TFTP root; a listed profile that is no
 # longer on the share is removed, with its chain. Nothing it did not publish is ever removed.
 set -eu
@@ -24,13 +29,39 @@ bad_name() {
     esac
 }
 
+# The share's folder of profile $1 that counts, or nothing.
+source_of() {
+    best=-1
+    for marker in "$src/$1"@*.ready; do
+        gen=${marker%.ready}
+        gen=${gen##*@}
+        case "$gen" in "" | *[!0-9]* | 0?*) continue ;; esac
+        [ ${#gen} -le 18 ] && [ -f "$marker" ] && [ ! -L "$marker" ] && [ -d "$src/$1@$gen" ] || continue
+        [ "$gen" -gt "$best" ] && best=$gen
+    done
+    if [ "$best" -ge 0 ]; then
+        echo "$src/$1@$best"
+    elif [ -d "$src/$1" ]; then
+        echo "$src/$1"
+    fi
+}
+
 listed=""
-for dir in "$src"/*/; do
-    [ -d "$dir" ] || continue
-    name=$(basename "$dir")
+seen=" "
+for entry in "$src"/*/; do
+    [ -d "$entry" ] || continue
+    name=$(basename "$entry")
+    name=${name%%@*}
+    case "$seen" in *" $name "*) continue ;; esac
+    seen="$seen$name "
     why=$(bad_name "$name")
     if [ -n "$why" ]; then
         echo "mkheadnode: skipping profile '$name': $why"
+        continue
+    fi
+    dir=$(source_of "$name")
+    if [ -z "$dir" ]; then
+        echo "mkheadnode: skipping profile '$name': its upload is not complete"
         continue
     fi
     if [ ! -f "$dir/pxelinux.cfg" ] && [ ! -f "$dir/grub.cfg" ]; then
@@ -63,7 +94,7 @@ if [ -f "$manifest" ]; then
     while IFS= read -r name; do
         [ -z "$(bad_name "$name")" ] || continue
         case " $listed " in *" $name "*) continue ;; esac
-        if [ -d "$src/$name" ]; then
+        if [ -n "$(source_of "$name")" ]; then
             listed="$listed $name"
             continue
         fi

@@ -7,7 +7,6 @@ use crate::cli::bulk::each;
 use crate::cli::docs;
 use crate::cli::fleet;
 use crate::cli::images;
-use crate::cli::node_args::ProfileCommand;
 use crate::cli::operate;
 use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
@@ -64,9 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Some(Command::Image { action }) => images::run(g, config, out, action),
-        Some(Command::Profile { action }) => {
-            operate::profile(&profile_target(g, &config, action)?, config, out, action)
-        }
+        Some(Command::Profile { action }) => operate::profile(g, config, out, action),
         Some(Command::Install(args)) => {
             operate::install(&aimed(g, &config, &args.vlan)?, config, out, args)
         }
@@ -82,38 +79,6 @@ fn aimed(g: &GlobalArgs, config: &Config, spec: &str) -> anyhow::Result<GlobalAr
     match spec.parse::<Vlan>() {
         Ok(v) => Ok(fleet::routed(g, config, v)?.0),
         Err(_) => Ok(g.clone()),
-    }
-}
-
-/// `g` for a `profile` command: in a fleet run, aimed at the one host that serves its VLANs
-/// (`profile` works on the hypervisor's own files, so that host must be this machine).
-fn profile_target(
-    g: &GlobalArgs,
-    config: &Config,
-    action: &ProfileCommand,
-) -> anyhow::Result<GlobalArgs> {
-    let spec = match action {
-        ProfileCommand::Add { vlans, .. } | ProfileCommand::Remove { vlans, .. } => Some(vlans),
-        ProfileCommand::List { vlans, .. } => vlans.as_ref(),
-    };
-    let (Some(hosts), Some(Ok(vlans))) =
-        (fleet::hosts(g, config)?, spec.map(|s| vlan::parse_list(s)))
-    else {
-        return Ok(g.clone());
-    };
-    match place(&hosts, &vlans)?.as_slice() {
-        [(host, _)] => Ok(g.aimed_at(&host.uri)),
-        several => {
-            let names: Vec<&str> = several.iter().map(|(h, _)| h.name.as_str()).collect();
-            Err(failure(
-                Kind::Usage,
-                format!(
-                    "`profile` works on one hypervisor's files, and these VLANs are on {}: run \
-                     it on each of them for its VLANs",
-                    names.join(", ")
-                ),
-            ))
-        }
     }
 }
 

@@ -4,28 +4,10 @@ each VLAN of a bulk run, up to `--jobs` at once, summed up.
 */
 
 use crate::error::{failure, kind_of, Kind};
-use crate::model::uri::uri_is_local;
 use crate::model::vlan::Vlan;
 use crate::ops::report::Reporter;
 use anyhow::Context as _;
 use std::sync::{Mutex, PoisonError};
-
-/// Refuse `what` over a URI naming another machine: it works on files of the hypervisor's that
-/// libvirt gives no access to as they need (`profile`: whole directory trees, swapped
-/// atomically). Checked before connecting.
-pub fn on_this_machine(uri: &str, what: &str) -> anyhow::Result<()> {
-    if uri_is_local(uri) {
-        return Ok(());
-    }
-    Err(failure(
-        Kind::Usage,
-        format!(
-            "`{what}` works on the hypervisor's own files (profile trees in config dirs), and \
-             {uri} is another machine: run it there (`ssh <host> mkheadnode ...`). Every other \
-             command works over {uri}"
-        ),
-    ))
-}
 
 /// Run `f` for every VLAN, each independently and up to `jobs` at a time (libvirt connections
 /// are thread-safe); report each outcome and sum up. The error, if any, has the kind of the

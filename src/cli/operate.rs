@@ -5,7 +5,8 @@ standard error.
 */
 
 use crate::cli::args::GlobalArgs;
-use crate::cli::bulk::{each, on_this_machine};
+use crate::cli::bulk::each;
+use crate::cli::fleet;
 use crate::cli::node_args::{InstallArgs, NodesArgs, ProfileCommand};
 use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
@@ -22,6 +23,7 @@ use crate::ops::session::Session;
 use crate::render::seed::RESERVED_NAMES;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 fn session(g: &GlobalArgs, config: Config, out: Reporter) -> anyhow::Result<Session> {
@@ -68,13 +70,13 @@ fn profile_remove(
     }) {
         return Ok(());
     }
-    on_this_machine(g.uri(), "profile remove")?;
-    let session = session(g, config, out)?;
-    each(&vlans, out, g.jobs.into(), |v| {
-        let publication = session.profile_remove(v, name)?;
-        out.step(Some(v), format!("removed profile {name}"));
-        say_publication(out, v, &publication);
-        Ok("removed")
+    fleet::run(g, &config, out, &vlans, |session, vlans| {
+        each(vlans, out, g.jobs.into(), |v| {
+            let publication = session.profile_remove(v, name)?;
+            out.step(Some(v), format!("removed profile {name}"));
+            say_publication(out, v, &publication);
+            Ok("removed")
+        })
     })
 }
 
@@ -136,21 +138,22 @@ fn profile_add(
     }) {
         return Ok(());
     }
-    on_this_machine(g.uri(), "profile add")?;
-    let session = session(g, config, out)?;
-    // One VLAN at a time: the copies share the disk.
-    each(&vlans, out, 1, |v| {
-        let bar = copy_bar(out, v, &source);
-        let result = session.profile_add(v, &source, &mut |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        });
-        bar.finish_and_clear();
-        let (replaced, publication) = result?;
-        let verb = if replaced { "replaced" } else { "added" };
-        out.step(Some(v), format!("{verb} profile {what}"));
-        say_publication(out, v, &publication);
-        Ok(verb)
+    // One VLAN at a time on each hypervisor: the copies share its disk (the hosts of a fleet
+    // in parallel).
+    fleet::run(g, &config, out, &vlans, |session, vlans| {
+        each(vlans, out, 1, |v| {
+            let bar = copy_bar(out, v, &source);
+            let result = session.profile_add(v, &source, &mut |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            let (replaced, publication) = result?;
+            let verb = if replaced { "replaced" } else { "added" };
+            out.step(Some(v), format!("{verb} profile {what}"));
+            say_publication(out, v, &publication);
+            Ok(verb)
+        })
     })
 }
 
@@ -162,22 +165,44 @@ fn profile_list(
     json: bool,
 ) -> anyhow::Result<()> {
     let given = spec.map(vlan::parse_list).transpose()?;
-    on_this_machine(g.uri(), "profile list")?;
-    let session = session(g, config, out)?;
-    let vlans = match given {
-        Some(vlans) => vlans,
-        None => session.profile_vlans()?,
+    let rows = Mutex::new(Vec::new());
+    let mut failed: Option<anyhow::Error> = None;
+    let list = |session: &Session, vlans: &[Vlan]| {
+        let vlans = match vlans {
+            [] => session.profile_vlans()?,
+            given => given.to_vec(),
+        };
+        for v in vlans {
+            let found = session.profile_list(v)?;
+            rows.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(found);
+        }
+        Ok(())
     };
-    let mut rows = Vec::new();
-    for v in vlans {
-        rows.extend(session.profile_list(v)?);
+    match given {
+        Some(vlans) => fleet::run(g, &config, out, &vlans, list)?,
+        None => {
+            // Every host it can reach is listed; the first that failed is the error after.
+            for (host, result) in fleet::each_host(g, &config, out, |s| list(s, &[]))? {
+                if let Err(e) = result {
+                    let e = match host {
+                        Some(h) => e.context(format!("host {h}")),
+                        None => e,
+                    };
+                    failed.get_or_insert(e);
+                }
+            }
+        }
     }
+    let mut rows = rows.into_inner().unwrap_or_else(PoisonError::into_inner);
+    rows.sort_by(|a, b| (a.vlan, &a.name).cmp(&(b.vlan, &b.name)));
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", profile::table(&rows));
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// A MAC from the command line; a usage error naming it otherwise.

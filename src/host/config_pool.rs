@@ -17,12 +17,15 @@ The protections of the local path, and what stands for them here:
 - The config dir is made by libvirt with its owner and mode, and removed (`teardown --purge`)
   only through the pool planned for the VLAN, only if that pool is at the planned directory,
   and only as far as its own plain entries go: the directory is removed only once empty, and
-  nothing is ever followed. What libvirt does not list as a volume (a dangling link, a profile
-  tree) stays, and so does the directory, with an error saying so.
+  nothing of its own is ever followed. Its `profiles/` folder is emptied first
+  (`host::profile_volumes`, which says what libvirt cannot check there).
+  What libvirt does not list as a volume (a dangling link) stays, and so does the directory,
+  with an error saying so.
 */
 
 use crate::host::hostprep::{ConfigDirOutcome, BMC_CONF_MODE};
 use crate::host::hypervisor::Hypervisor;
+use crate::host::profile_volumes;
 use crate::model::footprint::{Footprint, CONFIG_DIR_MODE};
 use crate::model::machines::{self, Machine};
 use crate::render::domain_xml;
@@ -115,11 +118,12 @@ pub fn purge(hv: &Hypervisor, ours: &Footprint) -> anyhow::Result<bool> {
     if hv.started_pool_at(name, dir, &what(ours))?.is_none() {
         hv.ensure_pool(name, dir, CONFIG_DIR_MODE)?;
     }
+    profile_volumes::clear(hv, ours)
+        .with_context(|| format!("purging the profiles in {}", dir.display()))?;
     hv.delete_pool_at(name, dir, &what(ours)).with_context(|| {
         format!(
-            "purging {}: libvirt removes the plain files in it, not what it does not list as \
-             volumes (a profile tree: `mkheadnode profile remove` on the hypervisor; a dangling \
-             link); look at what is left there",
+            "purging {}: libvirt removes the files and folders in it, not what it does not \
+             list as volumes (a dangling link); look at what is left there",
             dir.display()
         )
     })

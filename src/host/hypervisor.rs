@@ -9,7 +9,7 @@ use crate::error::{failure, Kind};
 use crate::model::uri::uri_is_local;
 use crate::render::domain_xml::{self, Metadata, METADATA_NS};
 use anyhow::Context;
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::path::Path;
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -21,7 +21,7 @@ use virt::stream::Stream;
 use virt::sys;
 
 /// How much a stream sends or receives at a time.
-const STREAM_PIECE: usize = 256 << 10;
+const STREAM_CHUNK: usize = 256 << 10;
 
 /// Send all of `piece` into `stream` (uploading into the volume `name`).
 fn send_all(stream: &Stream, piece: &[u8], name: &str) -> anyhow::Result<()> {
@@ -350,42 +350,62 @@ impl Hypervisor {
             .with_context(|| format!("writing {path}"))
     }
 
-    /// Upload `bytes` into `vol` through a libvirt stream on a connection opened for this one
-    /// upload and closed after it, so that no other call ever shares a connection with a stream
-    /// (the hang [`Hypervisor::write_volume`] describes).
+    /// Upload `bytes` into `vol` through a libvirt stream on a connection of its own (see
+    /// [`Hypervisor::upload_from`]).
     pub fn upload(&self, vol: &StorageVol, bytes: &[u8]) -> anyhow::Result<()> {
-        let mut rest = bytes;
-        self.upload_from(vol, 0, bytes.len() as u64, &mut rest, &mut |_| Ok(()))
+        self.upload_from(vol, &mut &bytes[..], bytes.len() as u64, &mut |_| {})
     }
 
-    /// Upload `len` bytes read from `source` into `vol` at `offset`, as [`Hypervisor::upload`]
-    /// does; `sent` is told how many bytes have gone so far after each piece, and an error it
-    /// returns aborts the upload (the volume keeps what the hypervisor wrote).
+    /// Upload `len` bytes read from `from` into `vol` through a libvirt stream on a connection
+    /// opened for this one upload and closed after it, so that no other call ever shares a
+    /// connection with a stream (the hang [`Hypervisor::write_volume`] describes). The volume
+    /// is found again on that connection by its pool and name. `sent` gets the bytes sent so
+    /// far after every chunk.
     pub fn upload_from(
+        &self,
+        vol: &StorageVol,
+        from: &mut dyn Read,
+        len: u64,
+        sent: &mut dyn FnMut(u64),
+    ) -> anyhow::Result<()> {
+        self.upload_at(vol, 0, len, from, &mut |n| {
+            sent(n);
+            Ok(())
+        })
+    }
+
+    /// [`Hypervisor::upload_from`] into `vol` from byte `offset` on (an upload that resumes):
+    /// an error that `sent` returns aborts the upload, and the volume keeps what the hypervisor
+    /// wrote.
+    pub fn upload_at(
         &self,
         vol: &StorageVol,
         offset: u64,
         len: u64,
-        source: &mut dyn std::io::Read,
+        from: &mut dyn Read,
         sent: &mut dyn FnMut(u64) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let (own, vol, name) = self.own_volume(vol)?;
+        let (own, vol, name) = self.on_own_connection(vol)?;
         let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
         vol.upload(&stream, offset, len, 0)
             .with_context(|| format!("starting the upload into {name}"))?;
-        let mut buf = vec![0u8; STREAM_PIECE];
+        let mut chunk = vec![0u8; STREAM_CHUNK];
         let mut done = 0u64;
         while done < len {
-            let want = usize::try_from(len - done).map_or(STREAM_PIECE, |r| r.min(STREAM_PIECE));
-            let piece = &mut buf[..want];
-            let step = source
-                .read_exact(piece)
-                .with_context(|| format!("reading what goes into {name}"))
-                .and_then(|()| send_all(&stream, piece, &name))
-                .and_then(|()| {
-                    done += want as u64;
-                    sent(done)
-                });
+            let want = usize::try_from(len - done).map_or(STREAM_CHUNK, |n| n.min(STREAM_CHUNK));
+            let step = match from.read(&mut chunk[..want]) {
+                Ok(0) => Err(anyhow::anyhow!(
+                    "the source ended after {done} of {len} bytes"
+                )),
+                Ok(n) => Ok(n),
+                Err(e) => Err(e.into()),
+            }
+            .map_err(|e| e.context(format!("reading what to upload into {name}")))
+            .and_then(|n| send_all(&stream, &chunk[..n], &name).map(|()| n))
+            .and_then(|n| {
+                done += n as u64;
+                sent(done)
+            });
             if let Err(e) = step {
                 let _ = stream.abort();
                 return Err(e);
@@ -396,41 +416,58 @@ impl Hypervisor {
             .with_context(|| format!("finishing the upload into {name}"))
     }
 
-    /// Read `len` bytes of `vol` from its start through a libvirt stream on a connection of its
-    /// own (as [`Hypervisor::upload`]), handing each piece to `sink`.
+    /// The whole of `vol` (a small file: a marker or a manifest), read through a libvirt stream
+    /// on a connection of its own; an error if it holds more than `limit` bytes.
+    pub fn download(&self, vol: &StorageVol, limit: u64) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.download_to(vol, 0, &mut |piece| {
+            if (out.len() + piece.len()) as u64 > limit {
+                anyhow::bail!("it is larger than {limit} bytes: not read");
+            }
+            out.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Read `len` bytes of `vol` from its start (all of it for 0) through a libvirt stream on
+    /// a connection of its own, handing each chunk to `sink`; an error it returns aborts the
+    /// read.
     pub fn download_to(
         &self,
         vol: &StorageVol,
         len: u64,
         sink: &mut dyn FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let (own, vol, name) = self.own_volume(vol)?;
+        let (own, vol, name) = self.on_own_connection(vol)?;
         let stream = Stream::new(&own.conn, 0).context("opening a stream")?;
         vol.download(&stream, 0, len, 0)
-            .with_context(|| format!("starting to read {name} back"))?;
-        let mut buf = vec![0u8; STREAM_PIECE];
+            .with_context(|| format!("starting the download of {name}"))?;
+        let mut chunk = vec![0u8; STREAM_CHUNK];
         loop {
-            let got = match stream.recv(&mut buf) {
+            let step = match stream.recv(&mut chunk) {
                 Ok(0) => break,
-                Ok(n) => usize::try_from(n).unwrap_or(0).min(buf.len()),
-                Err(e) => {
-                    let _ = stream.abort();
-                    return Err(e).with_context(|| format!("reading {name} back"));
-                }
+                Ok(n) if n > 0 => sink(&chunk[..n.unsigned_abs().min(chunk.len())])
+                    .with_context(|| format!("reading {name}")),
+                Ok(_) => Err(anyhow::anyhow!("reading {name}: the stream gave nothing")),
+                Err(e) => Err(e).with_context(|| format!("reading {name}")),
             };
-            if let Err(e) = sink(&buf[..got]) {
+            if let Err(e) = step {
                 let _ = stream.abort();
                 return Err(e);
             }
         }
         stream
             .finish()
-            .with_context(|| format!("finishing reading {name} back"))
+            .with_context(|| format!("finishing the download of {name}"))
     }
 
-    /// A connection of its own (see [`Hypervisor::upload`]) with `vol` found again on it by its
-    /// pool and name, and that name.
-    fn own_volume(&self, vol: &StorageVol) -> anyhow::Result<(Hypervisor, StorageVol, String)> {
+    /// A connection of its own for a stream, with `vol` found again on it by its pool and
+    /// name.
+    fn on_own_connection(
+        &self,
+        vol: &StorageVol,
+    ) -> anyhow::Result<(Hypervisor, StorageVol, String)> {
         let name = vol.name().context("reading the volume's name")?;
         let pool_name = vol
             .lookup_storage_pool()
@@ -444,6 +481,49 @@ impl Hypervisor {
             .find_volume(&pool, &name)?
             .with_context(|| format!("volume {name} went away"))?;
         Ok((own, vol, name))
+    }
+
+    /// Start a transient `dir` pool `name` at `dir`, making the directory (and the ones above
+    /// it) with `mode` if it is not there. It goes when stopped (or when libvirtd restarts).
+    pub fn start_transient_pool(
+        &self,
+        name: &str,
+        dir: &Path,
+        mode: u32,
+    ) -> anyhow::Result<StoragePool> {
+        self.conn
+            .create_storage_pool_xml(
+                &domain_xml::pool(name, dir, mode)?,
+                sys::VIR_STORAGE_POOL_CREATE_WITH_BUILD,
+            )
+            .with_context(|| format!("starting a storage pool at {}", dir.display()))
+    }
+
+    /// The names of every pool, active or not.
+    pub fn pool_names(&self) -> anyhow::Result<Vec<String>> {
+        let pools = self
+            .conn
+            .list_all_storage_pools(0)
+            .context("listing storage pools")?;
+        Ok(pools.iter().filter_map(|p| p.name().ok()).collect())
+    }
+
+    /// The names of the active pools whose directory is `dir`.
+    pub fn active_pools_at(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+        let pools = self
+            .conn
+            .list_all_storage_pools(sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+            .context("listing storage pools")?;
+        Ok(pools
+            .iter()
+            .filter(|p| {
+                p.xml_desc(0)
+                    .ok()
+                    .and_then(|x| pool_target(&x))
+                    .is_some_and(|t| t == dir)
+            })
+            .filter_map(|p| p.name().ok())
+            .collect())
     }
 
     /// Delete the named volume from the named pool only if its path is `path`; a missing pool or

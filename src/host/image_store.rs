@@ -2,7 +2,7 @@
 Pushed base images on a hypervisor, through libvirt alone: the dir pool `<pool>-images` at
 `image_dir`, its image volumes and their records (see [`crate::model::image`]), uploads that
 resume at an offset, and checksums of what a volume holds, read back through a stream. Every
-stream has a connection of its own ([`Hypervisor::upload_from`]).
+stream has a connection of its own ([`Hypervisor::upload_at`]).
 
 Checksums are SHA-256 from the `sha2` crate (RustCrypto): a maintained, widely used and
 audited implementation that uses the CPU's SHA instructions where there are some.
@@ -24,6 +24,9 @@ use virt::sys;
 
 /// The mode of the image pool's directory: qemu's user reads the images in it.
 const IMAGE_DIR_MODE: u32 = 0o755;
+
+/// A record is one line: anything longer is no record.
+const RECORD_LIMIT: u64 = 4096;
 
 /// How much of a file is hashed at a time.
 const HASH_PIECE: usize = 1 << 20;
@@ -196,15 +199,10 @@ impl<'a> ImageStore<'a> {
         let Some(vol) = self.volume(&format!("{volume}{RECORD_SUFFIX}"))? else {
             return Ok(None);
         };
-        let len = physical_size(&vol)?;
-        if len > 4096 {
+        if physical_size(&vol)? > RECORD_LIMIT {
             return Ok(None);
         }
-        let mut text = Vec::new();
-        self.hv.download_to(&vol, len, &mut |piece| {
-            text.extend_from_slice(piece);
-            Ok(())
-        })?;
+        let text = self.hv.download(&vol, RECORD_LIMIT)?;
         let id = parse_record(volume, &String::from_utf8_lossy(&text));
         Ok(id.map(|id| (id, modified(&vol))))
     }

@@ -18,5 +18,6 @@ pub mod interrupt;
 pub mod kvm_probe;
 pub mod nofollow;
 pub mod profile_store;
+pub mod profile_volumes;
 pub mod records;
 pub mod virt_type;

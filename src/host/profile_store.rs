@@ -11,8 +11,10 @@ leaves the old profile as it was. Removing renames the profile aside first, for 
 
 use crate::error::{failure, Kind};
 use crate::model::profile::{Contents, BIOS_CONFIG, MAX_CONFIG_BYTES, UEFI_CONFIG};
+use crate::model::profile_layout::{self, Holding, PROFILES_DIR};
 use anyhow::Context as _;
 use fs_extra::dir::{copy_with_progress, CopyOptions, TransitProcessResult};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::Read as _;
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// The folder of profiles in a config dir.
 pub fn profiles_dir(config_dir: &Path) -> PathBuf {
-    config_dir.join("profiles")
+    config_dir.join(PROFILES_DIR)
 }
 
 /// How deep a profile's folders may nest.
@@ -132,26 +134,66 @@ impl Stored {
     }
 }
 
-/// The profiles in `dir` (a config dir's `profiles/`), by name; none if it does not exist.
-/// Hidden entries (staging dirs) are not profiles.
-pub fn list(dir: &Path) -> anyhow::Result<Vec<Stored>> {
-    let entries = match fs::read_dir(dir) {
+/// What `profiles` (a config dir's `profiles/`) holds, by profile (see
+/// `model::profile_layout`); nothing if it does not exist. `reserved` are names no profile may
+/// have. A link is never a profile's folder.
+pub fn holdings(profiles: &Path, reserved: &[&str]) -> anyhow::Result<BTreeMap<String, Holding>> {
+    let entries = match fs::read_dir(profiles) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", profiles.display())),
     };
-    let mut out = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
+        let entry = entry.with_context(|| format!("reading {}", profiles.display()))?;
+        if let Some(name) = entry.file_name().to_str() {
+            found.push((
+                name.to_string(),
+                entry.file_type().is_ok_and(|t| t.is_dir()),
+            ));
         }
-        let contents = read_contents(&entry.path())?;
-        out.push(Stored { name, contents });
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(profile_layout::holdings(
+        found.iter().map(|(n, d)| (n.as_str(), *d)),
+        reserved,
+    ))
+}
+
+/// The profiles in `profiles`, by name: what the copy of each that counts holds.
+pub fn list(profiles: &Path, reserved: &[&str]) -> anyhow::Result<Vec<Stored>> {
+    let mut out = Vec::new();
+    for (name, holding) in holdings(profiles, reserved)? {
+        if let Some(dir) = holding.current_dir(&name) {
+            let contents = read_contents(&profiles.join(dir))?;
+            out.push(Stored { name, contents });
+        }
+    }
     Ok(out)
+}
+
+/// Remove the generations of profile `name` (copies made through libvirt from another
+/// machine, `model::profile_layout`) from `profiles`: the markers first, so that each stops
+/// counting before its folder goes. Returns whether there were any.
+pub fn drop_generations(profiles: &Path, name: &str, reserved: &[&str]) -> anyhow::Result<bool> {
+    let Some(holding) = holdings(profiles, reserved)?.remove(name) else {
+        return Ok(false);
+    };
+    let entries: Vec<String> = holding
+        .entries(name)
+        .into_iter()
+        .filter(|e| e != name)
+        .collect();
+    for entry in &entries {
+        let path = profiles.join(entry);
+        let dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        let removed = if dir {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(!entries.is_empty())
 }
 
 fn c_path(path: &Path) -> anyhow::Result<CString> {
@@ -455,13 +497,54 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["p".to_string()]);
-        let listed = list(&profiles).unwrap();
+        let listed = list(&profiles, &[]).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].loaders(), vec!["UEFI"]);
 
         assert!(remove(&profiles, "p").unwrap());
         assert!(!remove(&profiles, "p").unwrap());
         assert_eq!(fs::read_dir(&profiles).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn generations_count_over_the_plain_folder_once_marked_and_drop_markers_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let profiles = tmp.path().join("profiles");
+        let tree = |dir: &str, files: &[(&str, &str)]| {
+            for (rel, text) in files {
+                let path = profiles.join(dir).join(rel);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(path, text).unwrap();
+            }
+        };
+        tree("p", &[("pxelinux.cfg", "plain")]);
+        tree("p@7", &[("grub.cfg", "seven"), ("sub/k", "kk")]);
+        tree("p@9", &[("grub.cfg", "nine")]);
+        tree("q@3", &[("grub.cfg", "three")]);
+        fs::write(profiles.join("p@7.ready"), "").unwrap();
+        let listed = list(&profiles, &[]).unwrap();
+        // p is generation 7 (9 has no marker); q has no copy that counts.
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].name, "p");
+        assert_eq!(listed[0].loaders(), ["UEFI"]);
+        assert_eq!(listed[0].contents.files.len(), 2);
+
+        assert!(drop_generations(&profiles, "p", &[]).unwrap());
+        let mut left: Vec<String> = fs::read_dir(&profiles)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["p", "q@3"]);
+        assert_eq!(list(&profiles, &[]).unwrap()[0].loaders(), ["BIOS"]);
+        assert!(!drop_generations(&profiles, "p", &[]).unwrap());
+        // A link named like a marker is unlinked, never followed.
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, "keep").unwrap();
+        symlink(&outside, profiles.join("q@3.ready")).unwrap();
+        assert!(drop_generations(&profiles, "q", &[]).unwrap());
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        assert!(!profiles.join("q@3").exists());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod machines;
 pub mod nodes;
 pub mod plan;
 pub mod profile;
+pub mod profile_layout;
 pub mod text;
 pub mod uri;
 pub mod vlan;

@@ -189,7 +189,7 @@ impl Session {
         let mut paused = false;
         store
             .hypervisor()
-            .upload_from(&vol, offset, size - offset, &mut source, &mut |sent| {
+            .upload_at(&vol, offset, size - offset, &mut source, &mut |sent| {
                 let done = offset + sent;
                 progress(Phase::Uploading, done, size);
                 if !paused && done >= size / 2 {

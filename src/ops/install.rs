@@ -1,7 +1,8 @@
 /*!
 `install`: arm machines for an install profile and power-cycle them, by running the headnode's
-own link tool (`mkheadnode-link`) through the guest agent, one run per machine, up to `--jobs`
-at once, each machine's outcome reported as it finishes.
+own link tool (`mkheadnode-link`) through the guest agent: one run per machine, up to `--jobs`
+at once, each machine's outcome reported as it finishes; or, when only arming (`--no-power`,
+`--dry-run`), one run for all of them (see [`InstallRequest::runs`]).
 
 Everything is checked on the host before anything is sent: the profile's name, each MAC, that
 the headnode runs and its agent answers, that the profile is published there and that each MAC
@@ -44,8 +45,25 @@ impl InstallRequest {
         check_name(&self.profile, RESERVED_NAMES).map_err(|why| failure(Kind::Usage, why))
     }
 
-    /// The link tool's arguments for one machine.
-    pub fn link_args(&self, mac: Mac) -> Vec<String> {
+    /// Whether the link tool only arms (or only says what it would do): no power-cycles.
+    fn arms_only(&self) -> bool {
+        self.no_power || self.dry_run
+    }
+
+    /// The link tool runs that do `macs`. A power-cycle takes seconds, so each machine gets a
+    /// run of its own (`jobs` at once), and its outcome is reported when it ends. Arming takes
+    /// milliseconds while each run starts Python in the guest (a second or more under
+    /// emulation), so arming only is one run for all of them.
+    pub fn runs(&self, macs: &[Mac]) -> Vec<Vec<Mac>> {
+        if self.arms_only() {
+            vec![macs.to_vec()]
+        } else {
+            macs.iter().map(|m| vec![*m]).collect()
+        }
+    }
+
+    /// The link tool's arguments for a run that does `macs`.
+    pub fn link_args(&self, macs: &[Mac]) -> Vec<String> {
         let mut args = vec!["--profile".to_string(), self.profile.clone()];
         if self.dry_run {
             args.push("--dry-run".into());
@@ -53,7 +71,7 @@ impl InstallRequest {
         if self.no_power {
             args.push("--no-power".into());
         }
-        args.push(mac.to_string());
+        args.extend(macs.iter().map(Mac::to_string));
         args
     }
 }
@@ -67,32 +85,41 @@ pub struct InstallOutcome {
     pub failed: Vec<Mac>,
 }
 
-/// One machine's outcome lines from a link tool run: its `ok`/`FAILED` lines, or one made from
-/// how the run ended when it printed none (a usage error, say); and whether it succeeded.
+/// Each machine's outcome lines from a link tool run that did `macs`: its own `ok`/`FAILED`
+/// lines (the MAC is their second word), or one made from how the run ended when it printed
+/// none for it (a usage error, a timeout); and whether it succeeded: all its lines `ok`, and,
+/// for a run of one machine, the run too.
 pub fn outcome_lines(
-    mac: Mac,
+    macs: &[Mac],
     code_ok: bool,
     stdout: &str,
     stderr: &str,
     how: &str,
-) -> (Vec<String>, bool) {
-    let lines: Vec<String> = stdout
-        .lines()
-        .filter(|l| l.starts_with("ok ") || l.starts_with("FAILED "))
-        .map(str::to_string)
-        .collect();
-    if !lines.is_empty() {
-        return (lines, code_ok);
-    }
+) -> Vec<(Mac, Vec<String>, bool)> {
     let why = stderr
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("no output");
-    (
-        vec![format!("FAILED {mac}: mkheadnode-link: {why} ({how})")],
-        false,
-    )
+    macs.iter()
+        .map(|&mac| {
+            let name = mac.to_string();
+            let lines: Vec<String> = stdout
+                .lines()
+                .filter(|l| l.starts_with("ok ") || l.starts_with("FAILED "))
+                .filter(|l| {
+                    l.split_whitespace().nth(1).map(|w| w.trim_end_matches(':')) == Some(&name)
+                })
+                .map(str::to_string)
+                .collect();
+            if lines.is_empty() {
+                let line = format!("FAILED {mac}: mkheadnode-link: {why} ({how})");
+                return (mac, vec![line], false);
+            }
+            let ok = lines.iter().all(|l| l.starts_with("ok ")) && (code_ok || macs.len() > 1);
+            (mac, lines, ok)
+        })
+        .collect()
 }
 
 /// The machines of the request, checked against the headnode's own list and its published
@@ -172,21 +199,24 @@ impl Session {
         req.validate()?;
         let agent = self.agent(vlan)?;
         let macs = install_targets(&agent, vlan, req)?;
+        let runs = req.runs(&macs);
         let outcome = Mutex::new(InstallOutcome::default());
         let next = AtomicUsize::new(0);
         std::thread::scope(|scope| {
-            for _ in 0..req.jobs.clamp(1, macs.len().max(1)) {
+            for _ in 0..req.jobs.clamp(1, runs.len().max(1)) {
                 scope.spawn(|| {
-                    while let Some(&mac) = macs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let (lines, ok) = install_one(&agent, req, mac);
+                    while let Some(run) = runs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let results = install_run(&agent, req, run);
                         let mut out = outcome.lock().unwrap_or_else(PoisonError::into_inner);
-                        for line in &lines {
-                            report(line);
-                        }
-                        if ok {
-                            out.done.push(mac)
-                        } else {
-                            out.failed.push(mac)
+                        for (mac, lines, ok) in results {
+                            for line in &lines {
+                                report(line);
+                            }
+                            if ok {
+                                out.done.push(mac)
+                            } else {
+                                out.failed.push(mac)
+                            }
                         }
                     }
                 });
@@ -196,23 +226,30 @@ impl Session {
     }
 }
 
-/// Run the link tool for one machine: its outcome lines and whether it succeeded.
-fn install_one(agent: &GuestAgent, req: &InstallRequest, mac: Mac) -> (Vec<String>, bool) {
-    match guest::run(agent, LINK_TOOL_PATH, &req.link_args(mac), req.timeout) {
+/// One run of the link tool for `macs`: each machine's outcome lines and whether it
+/// succeeded. A run may take the request's timeout per machine.
+fn install_run(
+    agent: &GuestAgent,
+    req: &InstallRequest,
+    macs: &[Mac],
+) -> Vec<(Mac, Vec<String>, bool)> {
+    let limit = req
+        .timeout
+        .saturating_mul(u32::try_from(macs.len()).unwrap_or(u32::MAX));
+    match guest::run(agent, LINK_TOOL_PATH, &req.link_args(macs), limit) {
         Ok(status) => outcome_lines(
-            mac,
+            macs,
             status.success(),
             &guest::output_text(&status.stdout),
             &guest::output_text(&status.stderr),
             &status.outcome(),
         ),
-        Err(e) => (
-            vec![format!(
-                "FAILED {mac}: {}",
-                guest::output_text(format!("{e:#}").as_bytes())
-            )],
-            false,
-        ),
+        Err(e) => {
+            let why = guest::output_text(format!("{e:#}").as_bytes());
+            macs.iter()
+                .map(|&mac| (mac, vec![format!("FAILED {mac}: {why}")], false))
+                .collect()
+        }
     }
 }
 
@@ -235,14 +272,16 @@ mod tests {
     #[test]
     fn argv_entries_are_separate_and_names_checked() {
         let mac: Mac = "52-54-00-0A-0B-0C".parse().unwrap();
+        let other: Mac = "52:54:00:0a:0b:0d".parse().unwrap();
         assert_eq!(
-            req().link_args(mac),
+            req().link_args(&[mac, other]),
             vec![
                 "--profile",
                 "smoke",
                 "--dry-run",
                 "--no-power",
-                "52:54:00:0a:0b:0c"
+                "52:54:00:0a:0b:0c",
+                "52:54:00:0a:0b:0d"
             ]
         );
         let bad = InstallRequest {
@@ -259,20 +298,93 @@ mod tests {
     }
 
     #[test]
+    fn arming_is_one_run_and_power_cycles_one_run_each() {
+        let macs: Vec<Mac> = [
+            "52:54:00:00:00:01",
+            "52:54:00:00:00:02",
+            "52:54:00:00:00:03",
+        ]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+        assert_eq!(req().runs(&macs), vec![macs.clone()]);
+        let arm = InstallRequest {
+            dry_run: false,
+            ..req()
+        };
+        assert_eq!(arm.runs(&macs), vec![macs.clone()]);
+        let dry = InstallRequest {
+            no_power: false,
+            ..req()
+        };
+        assert_eq!(dry.runs(&macs), vec![macs.clone()]);
+        let power = InstallRequest {
+            dry_run: false,
+            no_power: false,
+            ..req()
+        };
+        let one_each: Vec<Vec<Mac>> = macs.iter().map(|m| vec![*m]).collect();
+        assert_eq!(power.runs(&macs), one_each);
+    }
+
+    #[test]
     fn outcome_lines_come_from_the_tool_or_from_how_it_ended() {
         let mac: Mac = "52:54:00:0a:0b:0c".parse().unwrap();
         let stdout = "ok     52:54:00:0a:0b:0c (10.0.0.7): linked ...; power-cycled via ipmi\n1 of 1 machines done\n";
-        let (lines, ok) = outcome_lines(mac, true, stdout, "", "exit status 0");
-        assert_eq!(lines.len(), 1);
-        assert!(ok && lines[0].starts_with("ok     52:54:00:0a:0b:0c"));
-        let (lines, ok) = outcome_lines(
-            mac,
+        let got = outcome_lines(&[mac], true, stdout, "", "exit status 0");
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].2 && got[0].1.len() == 1 && got[0].1[0].starts_with("ok     52:54:00:0a:0b:0c")
+        );
+        // A run of one machine that failed fails it, whatever it printed.
+        assert!(!outcome_lines(&[mac], false, stdout, "", "exit status 1")[0].2);
+        let got = outcome_lines(
+            &[mac],
             false,
             "",
             "usage: ...\nmkheadnode-link: error: bad profile\n",
             "exit status 2",
         );
-        assert!(!ok);
-        assert_eq!(lines, vec!["FAILED 52:54:00:0a:0b:0c: mkheadnode-link: mkheadnode-link: error: bad profile (exit status 2)"]);
+        assert!(!got[0].2);
+        assert_eq!(got[0].1, vec!["FAILED 52:54:00:0a:0b:0c: mkheadnode-link: mkheadnode-link: error: bad profile (exit status 2)"]);
+    }
+
+    #[test]
+    fn a_run_of_several_machines_is_split_by_mac() {
+        let macs: Vec<Mac> = [
+            "52:54:00:00:00:01",
+            "52:54:00:00:00:02",
+            "52:54:00:00:00:03",
+            "52:54:00:00:00:04",
+        ]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+        let stdout = "FAILED 52:54:00:00:00:02: not listed in /etc/moc/machines.txt\n\
+                      FAILED line 3: not a MAC\n\
+                      ok     52:54:00:00:00:01 (10.0.0.1): linked a; power left alone\n\
+                      FAILED 52:54:00:00:00:03 (10.0.0.3): ipmi: no answer\n\
+                      ok     52:54:00:00:00:011 (10.0.0.9): not this one\n\
+                      1 of 4 machines done\n";
+        let got = outcome_lines(&macs, false, stdout, "", "killed after 60 s");
+        let oks: Vec<bool> = got.iter().map(|(_, _, ok)| *ok).collect();
+        assert_eq!(oks, [true, false, false, false]);
+        assert_eq!(
+            got[0].1,
+            ["ok     52:54:00:00:00:01 (10.0.0.1): linked a; power left alone"]
+        );
+        assert_eq!(
+            got[1].1,
+            ["FAILED 52:54:00:00:00:02: not listed in /etc/moc/machines.txt"]
+        );
+        assert_eq!(
+            got[2].1,
+            ["FAILED 52:54:00:00:00:03 (10.0.0.3): ipmi: no answer"]
+        );
+        // The run ended before it got to the fourth: how it ended is its outcome.
+        assert_eq!(
+            got[3].1,
+            ["FAILED 52:54:00:00:00:04: mkheadnode-link: no output (killed after 60 s)"]
+        );
     }
 }

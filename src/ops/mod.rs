@@ -23,6 +23,7 @@ pub mod leftovers;
 pub mod nodes;
 pub mod ownership;
 pub mod profile;
+pub mod profile_remote;
 pub mod report;
 pub mod session;
 pub mod status;

@@ -12,7 +12,7 @@ before it replaces the old one, which it does atomically (`host::profile_store`)
 use crate::error::{failure, Kind};
 use crate::host::agent::GuestAgent;
 use crate::host::hostprep;
-use crate::host::profile_store::{self, profiles_dir};
+use crate::host::profile_store::{self, profiles_dir, Stored};
 use crate::model::profile::{validate, Contents, Summary};
 use crate::model::vlan::Vlan;
 use crate::ops::guest::{self, Found};
@@ -83,6 +83,19 @@ pub struct ProfileRow {
     pub files: usize,
 }
 
+impl ProfileRow {
+    /// The row of profile `stored` of `vlan`.
+    pub fn of(vlan: Vlan, stored: Stored) -> ProfileRow {
+        ProfileRow {
+            vlan: vlan.id(),
+            loaders: stored.loaders(),
+            bytes: stored.contents.bytes(),
+            files: stored.contents.files.len(),
+            name: stored.name,
+        }
+    }
+}
+
 /// How long the headnode may take to publish (it copies every profile).
 const PUBLISH_LIMIT: Duration = Duration::from_secs(600);
 /// How long a quick command in the guest may take.
@@ -110,6 +123,9 @@ impl Session {
         progress: &mut dyn FnMut(u64, u64),
     ) -> anyhow::Result<(bool, Publication)> {
         let _lock = hostprep::lock_vlan(&self.config.lock_dir, vlan)?;
+        if !self.hv.is_local() {
+            return self.profile_add_remote(vlan, source, progress);
+        }
         let (profiles, found) = self.profiles_of(vlan)?;
         let staged = profile_store::stage(&source.dir, &profiles, &source.name, progress)?;
         let copied = profile_store::read_contents(staged.path())?;
@@ -120,14 +136,20 @@ impl Session {
             )
         })?;
         let replaced = staged.commit()?;
-        Ok((replaced, self.publish(vlan, found)?))
+        // Copies made from another machine would count over this one: they go.
+        let dropped = profile_store::drop_generations(&profiles, &source.name, RESERVED_NAMES)?;
+        Ok((replaced || dropped, self.publish(vlan, found)?))
     }
 
     /// Remove profile `name` from `vlan`'s config dir and unpublish it.
     pub fn profile_remove(&self, vlan: Vlan, name: &str) -> anyhow::Result<Publication> {
         let _lock = hostprep::lock_vlan(&self.config.lock_dir, vlan)?;
+        if !self.hv.is_local() {
+            return self.profile_remove_remote(vlan, name);
+        }
         let (profiles, found) = self.profiles_of(vlan)?;
-        if !profile_store::remove(&profiles, name)? {
+        let generations = profile_store::drop_generations(&profiles, name, RESERVED_NAMES)?;
+        if !profile_store::remove(&profiles, name)? && !generations {
             return Err(failure(
                 Kind::NotFound,
                 format!("no profile {name} in {}", profiles.display()),
@@ -136,7 +158,8 @@ impl Session {
         self.publish(vlan, found)
     }
 
-    /// Every VLAN with a headnode of ours or a config dir under the configured root, in order.
+    /// Every VLAN with a headnode of ours or a config dir under the configured root (on
+    /// another machine: a config pool of ours), in order.
     pub fn profile_vlans(&self) -> anyhow::Result<Vec<Vlan>> {
         let mut vlans: BTreeSet<Vlan> = self
             .hv
@@ -144,7 +167,9 @@ impl Session {
             .into_iter()
             .map(|(_, m)| m.vlan)
             .collect();
-        if let Ok(entries) = std::fs::read_dir(&self.config.config_root) {
+        if !self.hv.is_local() {
+            vlans.extend(self.config_pool_vlans()?);
+        } else if let Ok(entries) = std::fs::read_dir(&self.config.config_root) {
             for entry in entries.flatten() {
                 let vlan = entry
                     .file_name()
@@ -160,21 +185,18 @@ impl Session {
 
     /// The profiles in `vlan`'s config dir.
     pub fn profile_list(&self, vlan: Vlan) -> anyhow::Result<Vec<ProfileRow>> {
+        if !self.hv.is_local() {
+            return self.profile_list_remote(vlan);
+        }
         let (profiles, _) = self.profiles_of(vlan)?;
-        Ok(profile_store::list(&profiles)?
+        Ok(profile_store::list(&profiles, RESERVED_NAMES)?
             .into_iter()
-            .map(|p| ProfileRow {
-                vlan: vlan.id(),
-                loaders: p.loaders(),
-                bytes: p.contents.bytes(),
-                files: p.contents.files.len(),
-                name: p.name,
-            })
+            .map(|p| ProfileRow::of(vlan, p))
             .collect())
     }
 
     /// Publish the share's profiles in the headnode, if it runs.
-    fn publish(&self, vlan: Vlan, found: Option<Found>) -> anyhow::Result<Publication> {
+    pub(super) fn publish(&self, vlan: Vlan, found: Option<Found>) -> anyhow::Result<Publication> {
         let Some(found) = found else {
             return Ok(Publication::Later(
                 "no headnode yet: it publishes its profiles when it is created".into(),
