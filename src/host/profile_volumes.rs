@@ -10,8 +10,8 @@ created with `O_EXCL` and mode 0644, filled by a stream on a connection of their
 
 libvirt cannot rename, so a profile is added as a new generation (`model::profile_layout`):
 its tree first, then its marker (holding the list of what was uploaded, for whoever looks),
-the one write that makes the
-new copy count. The copies it replaced are removed after, markers first. An add that fails or
+the one write that makes the new copy count. The copies it replaced are removed after,
+markers first. An add that fails or
 is interrupted leaves a generation without a marker, which never counts and which the next
 `profile add` or `remove` of that name removes.
 
@@ -39,7 +39,7 @@ const TEMP_POOL_PREFIX: &str = "mkheadnode-tmp-";
 /// The mode of a profile's folders and files.
 const DIR_MODE: u32 = 0o755;
 const FILE_MODE: u32 = 0o644;
-/// How deep a tree is walked when removed (a manifest allows 33 levels).
+/// How deep a tree is walked (a profile's folders nest 32 deep at most).
 const MAX_DEPTH: usize = 34;
 
 /// A folder on the hypervisor, reached through a transient pool of ours, stopped on drop.
@@ -239,19 +239,11 @@ impl<'h> Shelf<'h> {
         if !has_profiles {
             return Ok(None);
         }
-        Self::reach(hv, ours, reserved).map(Some)
+        Self::make(hv, ours, reserved).map(Some)
     }
 
     /// The `profiles/` folder of the config dir of `ours` (which exists), made if need be.
     pub fn make(
-        hv: &'h Hypervisor,
-        ours: &Footprint,
-        reserved: &'h [&'h str],
-    ) -> anyhow::Result<Shelf<'h>> {
-        Self::reach(hv, ours, reserved)
-    }
-
-    fn reach(
         hv: &'h Hypervisor,
         ours: &Footprint,
         reserved: &'h [&'h str],
@@ -272,11 +264,6 @@ impl<'h> Shelf<'h> {
         self.holdings =
             profile_layout::holdings(entries.iter().map(|(n, d)| (n.as_str(), *d)), self.reserved);
         Ok(())
-    }
-
-    /// Where it is.
-    pub fn dir(&self) -> &Path {
-        &self.folder.dir
     }
 
     /// What the copy of profile `name` that counts holds (read through libvirt: every file
