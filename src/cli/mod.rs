@@ -11,3 +11,4 @@ pub mod docs;
 pub mod fleet;
 pub mod node_args;
 pub mod operate;
+pub mod selftest;

@@ -15,6 +15,7 @@ pub mod hypervisor;
 pub mod images;
 pub mod interrupt;
 pub mod kvm_probe;
+pub mod lab;
 pub mod nofollow;
 pub mod profile_store;
 pub mod records;

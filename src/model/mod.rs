@@ -16,6 +16,7 @@ pub mod machines;
 pub mod nodes;
 pub mod plan;
 pub mod profile;
+pub mod selftest;
 pub mod text;
 pub mod uri;
 pub mod vlan;

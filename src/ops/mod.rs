@@ -22,6 +22,7 @@ pub mod nodes;
 pub mod ownership;
 pub mod profile;
 pub mod report;
+pub mod selftest;
 pub mod session;
 pub mod status;
 pub mod teardown;

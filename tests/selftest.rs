@@ -1,0 +1,218 @@
+//! `mkheadnode selftest` on the real `qemu:///system`, where it fails: a broken piece (a test
+//! installer without its UEFI disk, a base image that boots nothing) fails at the step that
+//! needs it with a message saying what to fix, and leaves nothing behind; a SIGINT mid-run
+//! removes everything the run made; a VLAN with a headnode that is not the selftest's is
+//! refused and that domain left alone. The passing run is the smoke test (`smoke.rs`).
+//!
+//! Each test uses a VLAN of its own (4090, 4091, 4093, 4094), so they run side by side.
+
+use crate::support::{mkheadnode, run, tool, virsh, wait_until};
+use mkheadnode::model::selftest::{Outcome, Verdict};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The base image and the installer beside it, as `make image` builds them.
+fn image() -> PathBuf {
+    let image = PathBuf::from(
+        std::env::var("MKHEADNODE_IMAGE")
+            .unwrap_or_else(|_| "/var/lib/mkheadnode/base/debian-12-headnode.qcow2".into()),
+    );
+    assert!(image.exists(), "no {}: run `make image`", image.display());
+    image
+}
+
+/// A selftest command of `vlan` on `base` with everything it writes under `dir`.
+fn selftest(vlan: u16, dir: &Path, base: &Path, extra: &[&str]) -> Command {
+    let mut cmd = mkheadnode();
+    let d = |rel: &str| dir.join(rel).display().to_string();
+    cmd.args(["selftest", "--json", "--vlan", &vlan.to_string()])
+        .args(["--virt-type", "qemu", "--base-image"])
+        .arg(base)
+        .args(["--state-dir", &d("state"), "--work-dir", &d("work")])
+        .args(["--logs", &d("logs")])
+        .args(extra);
+    cmd
+}
+
+/// The run's outcome from its JSON.
+fn outcome(stdout: &str) -> Outcome {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The verdict of the step whose name starts with `name`.
+fn verdict(outcome: &Outcome, name: &str) -> (Verdict, String) {
+    let step = outcome
+        .steps
+        .iter()
+        .find(|s| s.name.starts_with(name))
+        .unwrap_or_else(|| panic!("no step {name}: {outcome:?}"));
+    (step.verdict, step.detail.clone())
+}
+
+/// Every libvirt object and file a selftest of `vlan` under `dir` makes: none may be left.
+fn assert_nothing_left(vlan: u16, dir: &Path) {
+    let domains = ["bios", "uefi", "sb"]
+        .map(|k| format!("mkheadnode-selftest-{k}-{vlan}"))
+        .into_iter()
+        .chain([format!("headnode-{vlan}")]);
+    for dom in domains {
+        assert_ne!(virsh(&["dominfo", &dom]).0, 0, "domain {dom} was left");
+    }
+    for net in [
+        format!("mkheadnode-selftest-v{vlan}"),
+        format!("mkheadnode-selftest-p{vlan}"),
+    ] {
+        assert_ne!(virsh(&["net-info", &net]).0, 0, "network {net} was left");
+    }
+    let pool = format!("mkheadnode-selftest-{vlan}");
+    assert_ne!(virsh(&["pool-info", &pool]).0, 0, "pool {pool} was left");
+    let work = dir.join("work").join(vlan.to_string());
+    assert!(!work.exists(), "{} was left", work.display());
+    let (_, links, _) = run(Command::new("ip").args(["-o", "link"]));
+    assert!(
+        !links.contains(&format!("mkhst{vlan}")),
+        "bridge left: {links}"
+    );
+}
+
+#[test]
+fn an_installer_without_its_uefi_disk_fails_first_says_what_to_build_and_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let installer = dir.path().join("installer");
+    std::fs::create_dir_all(&installer).unwrap();
+    let real = image().parent().unwrap().join("installer");
+    for f in ["vmlinuz", "vmlinuz-bad", "initrd.gz"] {
+        std::fs::copy(real.join(f), installer.join(f)).unwrap();
+    }
+    let (code, out, err) = run(&mut selftest(
+        4091,
+        dir.path(),
+        &image(),
+        &["--installer", installer.to_str().unwrap()],
+    ));
+    assert_eq!(code, 1, "{err}");
+    let result = outcome(&out);
+    assert!(!result.passed);
+    let (v, why) = verdict(&result, "prerequisites");
+    assert_eq!(v, Verdict::Fail);
+    assert!(why.contains("lacks esp.raw"), "{why}");
+    assert!(why.contains("build-installer.sh"), "{why}");
+    assert_eq!(verdict(&result, "isolated networks").0, Verdict::NotRun);
+    assert!(err.contains("selftest failed at `prerequisites"), "{err}");
+    assert_nothing_left(4091, dir.path());
+
+    // `--last` shows that result, and exits as it did.
+    let state = dir.path().join("state");
+    let (code, out, err) = run(mkheadnode()
+        .args(["selftest", "--last", "--state-dir"])
+        .arg(&state));
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("verdict: FAILED at `prerequisites"), "{out}");
+    assert!(out.contains("lacks esp.raw"), "{out}");
+}
+
+#[test]
+fn a_base_image_that_boots_nothing_fails_at_headnode_ready_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.qcow2");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", blank.to_str().unwrap(), "1G"],
+    );
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let real = image().parent().unwrap().join("installer");
+    let (code, out, err) = run(&mut selftest(
+        4093,
+        dir.path(),
+        &blank,
+        &["--installer", real.to_str().unwrap(), "--timeout", "60"],
+    ));
+    assert_eq!(code, 1, "{err}");
+    let result = outcome(&out);
+    for step in [
+        "prerequisites",
+        "isolated networks",
+        "test nodes",
+        "headnode created",
+    ] {
+        assert_eq!(
+            verdict(&result, step).0,
+            Verdict::Pass,
+            "{step}: {result:?}"
+        );
+    }
+    let (v, why) = verdict(&result, "headnode ready");
+    assert_eq!(v, Verdict::Fail);
+    assert!(why.contains("never started a kernel"), "{why}");
+    assert!(why.contains("build-image.sh"), "{why}");
+    assert_eq!(verdict(&result, "clean up").0, Verdict::Pass, "{result:?}");
+    // The failed run's serial logs are kept where it says.
+    let logs = result.logs.clone().expect("the logs are kept");
+    assert_eq!(logs, dir.path().join("logs"));
+    assert!(logs.join("headnode-4093-serial.log").exists());
+    assert!(
+        err.contains(&format!("serial logs in {}", logs.display())),
+        "{err}"
+    );
+    assert_nothing_left(4093, dir.path());
+}
+
+#[test]
+fn an_interrupted_selftest_removes_everything_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = selftest(4094, dir.path(), &image(), &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted once the headnode exists (the lab's networks and nodes are made by then).
+    let made = wait_until(Duration::from_secs(300), || {
+        virsh(&["domstate", "headnode-4094"]).0 == 0
+    });
+    let pid = child.id().to_string();
+    tool("kill", &["-INT", &pid]);
+    let output = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(made, "no headnode within 300 s:\n{err}");
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let result = outcome(&out);
+    let failed = result.first_failure().expect("a failed step");
+    assert!(failed.detail.contains("SIGINT"), "{result:?}");
+    assert_eq!(verdict(&result, "clean up").0, Verdict::Pass, "{result:?}");
+    assert_nothing_left(4094, dir.path());
+}
+
+#[test]
+fn a_vlan_with_a_headnode_not_of_the_selftest_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("dom.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='qemu'><name>headnode-4090</name><memory unit='MiB'>64</memory>\
+         <os><type arch='x86_64'>hvm</type></os></domain>",
+    )
+    .unwrap();
+    let (code, _, err) = virsh(&["define", xml.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&mut selftest(4090, dir.path(), &image(), &[]));
+    let still = virsh(&["dominfo", "headnode-4090"]).0;
+    virsh(&["undefine", "headnode-4090"]);
+    assert_eq!(code, 1, "{err}");
+    let (v, why) = verdict(&outcome(&out), "prerequisites");
+    assert_eq!(v, Verdict::Fail);
+    assert!(
+        why.contains("headnode-4090 exists and is not a selftest's"),
+        "{why}"
+    );
+    assert!(why.contains("--vlan"), "{why}");
+    assert_eq!(still, 0, "the operator's domain was removed");
+    assert_ne!(virsh(&["net-info", "mkheadnode-selftest-v4090"]).0, 0);
+}
