@@ -3,7 +3,7 @@ A selftest's steps, in order, and those that drive the headnode the way an opera
 create and wait, add the install profile, arm the nodes, power them on, reboot the headnode.
 */
 
-use crate::error::{failure, Kind};
+use crate::error::{failure, kind_of, Kind};
 use crate::host::lab;
 use crate::model::console::BOOT_SIGN;
 use crate::model::machines;
@@ -15,7 +15,7 @@ use crate::ops::selftest::checks::{shell, with_log};
 use crate::ops::selftest::lab::{BMC_PASSWORD, BMC_PORT};
 use crate::ops::selftest::Run;
 use crate::ops::wait::{self, Watched};
-use crate::render::seed::SETUP_DONE;
+use crate::render::seed::{ready_marker, SETUP_DONE};
 use crate::render::selftest as doc;
 use std::time::{Duration, Instant};
 use virt::sys;
@@ -95,7 +95,8 @@ impl Run<'_> {
         let log = String::from_utf8_lossy(&std::fs::read(&plan.serial_log).unwrap_or_default())
             .into_owned();
         let image = self.session.config.base_image.display().to_string();
-        let hint = match wait::phase(&log, "") {
+        let phase = wait::phase(&log, &ready_marker(&plan));
+        let hint = match phase {
             "starting" | "firmware" => format!(
                 "the headnode never started a kernel: is base_image {image} a bootable disk \
                  image? /usr/share/mkheadnode/build-image.sh builds one"
@@ -111,7 +112,18 @@ impl Run<'_> {
                  builds one that has"
             ),
         };
-        Err(with_log(format!("{e:#}\n{hint}"), &plan.serial_log))
+        // The wait's own timeout message speaks of domains left running: the clean-up removes
+        // them here.
+        let what = if kind_of(&e) == Kind::Timeout {
+            format!(
+                "headnode-{} not ready after {} s; its console got as far as: {phase}",
+                self.opts.vlan,
+                self.opts.ready_timeout.as_secs()
+            )
+        } else {
+            format!("{e:#}")
+        };
+        Err(with_log(format!("{what}\n{hint}"), &plan.serial_log))
     }
 
     /// The install profile, staged and added as `mkheadnode profile add` does; the running
