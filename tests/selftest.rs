@@ -2,7 +2,8 @@
 //! installer without its UEFI disk, a base image that boots nothing) fails at the step that
 //! needs it with a message saying what to fix, and leaves nothing behind; a SIGINT mid-run
 //! removes everything the run made; a VLAN with a headnode that is not the selftest's is
-//! refused and that domain left alone. The passing run is the smoke test (`smoke.rs`).
+//! refused and that domain left alone; a lab subnet the host routes already is not taken. The
+//! passing run is the smoke test (`smoke.rs`).
 //!
 //! Each test uses a VLAN of its own (4090, 4091, 4093, 4094), so they run side by side.
 
@@ -126,12 +127,20 @@ fn a_base_image_that_boots_nothing_fails_at_headnode_ready_and_leaves_nothing() 
     )
     .unwrap();
     let real = image().parent().unwrap().join("installer");
+    // The lab's own public /24 for VLAN 4093 (172.31.253.0/24) is taken on this host: the run
+    // must take another (libvirt refuses a network whose subnet is routed already).
+    let occupier = "mkhstocc4093";
+    run(Command::new("ip").args(["link", "del", occupier]));
+    tool("ip", &["link", "add", occupier, "type", "bridge"]);
+    tool("ip", &["addr", "add", "172.31.253.1/24", "dev", occupier]);
+    tool("ip", &["link", "set", occupier, "up"]);
     let (code, out, err) = run(&mut selftest(
         4093,
         dir.path(),
         &blank,
         &["--installer", real.to_str().unwrap(), "--timeout", "60"],
     ));
+    run(Command::new("ip").args(["link", "del", occupier]));
     assert_eq!(code, 1, "{err}");
     let result = outcome(&out);
     for step in [

@@ -138,10 +138,11 @@ fn clear_stale_vbmcd_pid() {
     let Ok(text) = fs::read_to_string(&file) else {
         return;
     };
-    let alive = text
-        .trim()
-        .parse::<u32>()
-        .is_ok_and(|pid| pid > 0 && Path::new(&format!("/proc/{pid}")).exists());
+    let alive = text.trim().parse::<u32>().is_ok_and(|pid| {
+        pid > 0
+            && fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("vbmcd"))
+    });
     if !alive {
         let _ = fs::remove_file(&file);
     }

@@ -160,6 +160,14 @@ impl Lab {
         }
     }
 
+    /// The public network's host address, and the others to try in turn where the host
+    /// routes its /24 already (another network of the host's has it): the /24s of
+    /// 172.31.0.0/16, from the lab's own on.
+    pub fn public_gateways(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let [_, _, first, _] = self.public_gateway.octets();
+        (0..=255u8).map(move |k| Ipv4Addr::new(172, 31, first.wrapping_add(k), 1))
+    }
+
     /// A path in the run's directory.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
@@ -422,6 +430,12 @@ mod tests {
         assert_eq!(lab.pool, "mkheadnode-selftest-4042");
         assert_eq!(lab.dir, Path::new("/w/4042"));
         assert_eq!(lab.public_gateway, Ipv4Addr::new(172, 31, 0xca, 1));
+        let gateways: Vec<Ipv4Addr> = lab.public_gateways().collect();
+        assert_eq!(gateways.len(), 256);
+        assert_eq!(gateways[0], lab.public_gateway);
+        assert_eq!(gateways[54], Ipv4Addr::new(172, 31, 0, 1));
+        let distinct: std::collections::BTreeSet<_> = gateways.iter().collect();
+        assert_eq!(distinct.len(), 256);
         let names: Vec<&str> = lab.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(
             names,

@@ -11,6 +11,7 @@ use crate::model::footprint::domain_name;
 use crate::model::selftest::{Firmware, INSTALLER_FILES, OVMF_DIR};
 use crate::ops::selftest::Run;
 use crate::render::selftest as doc;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// The virtual BMC's IPMI port and password (on the lab's isolated bridge only).
@@ -131,6 +132,7 @@ impl Run<'_> {
     /// installed and the management subnet is free on this host (else the BIOS node is
     /// started directly, and the IPMI step says why).
     pub(super) fn networks(&mut self) -> anyhow::Result<Option<String>> {
+        self.lab.public_gateway = self.free_public_subnet()?;
         let hv = &self.session.hv;
         for (name, xml) in [
             (&self.lab.vlan_network, doc::vlan_network(&self.lab)),
@@ -158,6 +160,20 @@ impl Run<'_> {
             lab::add_address(&self.lab.vlan_bridge, addr, prefix)?;
         }
         Ok(None)
+    }
+
+    /// The first /24 for the public network that this host routes nowhere yet.
+    fn free_public_subnet(&self) -> anyhow::Result<Ipv4Addr> {
+        for gateway in self.lab.public_gateways() {
+            if lab::routes_into(gateway, 24)?.is_empty() {
+                return Ok(gateway);
+            }
+        }
+        Err(failure(
+            Kind::Other,
+            "every /24 of 172.31.0.0/16 is routed on this host: the lab has no subnet for its \
+             public network; free one (`ip -4 route` shows them)",
+        ))
     }
 
     /// Each node's disk, firmware variables and domain (shut off), and the BIOS node's
