@@ -68,7 +68,7 @@ fn assert_nothing_left(vlan: u16, dir: &Path) {
     }
     let pool = format!("mkheadnode-selftest-{vlan}");
     assert_ne!(virsh(&["pool-info", &pool]).0, 0, "pool {pool} was left");
-    let work = dir.join("work").join(vlan.to_string());
+    let work = dir.join("work");
     assert!(!work.exists(), "{} was left", work.display());
     let (_, links, _) = run(Command::new("ip").args(["-o", "link"]));
     assert!(

@@ -52,7 +52,7 @@ impl Run<'_> {
         self.installer_files()?;
         ovmf_files()?;
         self.vlan_is_free()?;
-        let lock = self.opts.work_dir.join(format!("{}.lock", self.opts.vlan));
+        let lock = self.lock_path();
         self._lock = Some(lab::try_lock(
             &lock,
             &format!("a selftest of VLAN {}", self.opts.vlan),
@@ -112,6 +112,11 @@ impl Run<'_> {
                  a VLAN that has no headnode here (--vlan)"
             ),
         ))
+    }
+
+    /// The lock file of the VLAN's selftests.
+    pub(super) fn lock_path(&self) -> std::path::PathBuf {
+        self.opts.work_dir.join(format!("{}.lock", self.opts.vlan))
     }
 
     /// Remove whatever an earlier run of this VLAN left; what was removed, if anything.

@@ -195,6 +195,10 @@ impl Run<'_> {
             .step(Some(self.opts.vlan), format!("selftest: {name}"));
         match self.remove_lab().and_then(|_| self.left_behind()) {
             Ok(left) if left.is_empty() => {
+                // Last, the lock (held until the process ends; a run that starts meanwhile
+                // makes a new one) and the work dir if no other VLAN's run is in it.
+                let _ = std::fs::remove_file(self.lock_path());
+                let _ = std::fs::remove_dir(&self.opts.work_dir);
                 self.row(
                     name,
                     Verdict::Pass,
