@@ -1,11 +1,11 @@
 //! `mkheadnode selftest` on the real `qemu:///system`, where it fails: a broken piece (a test
-//! installer without its UEFI disk, a base image that boots nothing) fails at the step that
+//! installer without its UEFI disk, a missing firmware file, a base image that boots nothing) fails at the step that
 //! needs it with a message saying what to fix, and leaves nothing behind; a SIGINT mid-run
 //! removes everything the run made; a VLAN with a headnode that is not the selftest's is
 //! refused and that domain left alone; a lab subnet the host routes already is not taken. The
 //! passing run is the smoke test (`smoke.rs`).
 //!
-//! Each test uses a VLAN of its own (4090, 4091, 4093, 4094), so they run side by side.
+//! Each test uses a VLAN of its own (4090 to 4094), so they run side by side.
 
 use crate::support::{mkheadnode, run, tool, virsh, wait_until};
 use mkheadnode::model::selftest::{Outcome, Verdict};
@@ -111,6 +111,41 @@ fn an_installer_without_its_uefi_disk_fails_first_says_what_to_build_and_makes_n
     assert_eq!(code, 1, "{err}");
     assert!(out.contains("verdict: FAILED at `prerequisites"), "{out}");
     assert!(out.contains("lacks esp.raw"), "{out}");
+}
+
+#[test]
+fn a_missing_firmware_file_fails_first_and_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let ovmf = dir.path().join("ovmf");
+    std::fs::create_dir_all(&ovmf).unwrap();
+    for f in [
+        "OVMF_CODE_4M.fd",
+        "OVMF_VARS_4M.fd",
+        "OVMF_CODE_4M.secboot.fd",
+    ] {
+        std::fs::copy(Path::new("/usr/share/OVMF").join(f), ovmf.join(f)).unwrap();
+    }
+    let (code, out, err) = run(&mut selftest(
+        4092,
+        dir.path(),
+        &image(),
+        &["--ovmf-dir", ovmf.to_str().unwrap()],
+    ));
+    assert_eq!(code, 1, "{err}");
+    let result = outcome(&out);
+    let (v, why) = verdict(&result, "prerequisites");
+    assert_eq!(v, Verdict::Fail);
+    let missing = ovmf.join("OVMF_VARS_4M.ms.fd");
+    assert!(
+        why.contains(&format!(
+            "the UEFI firmware {} is missing",
+            missing.display()
+        )),
+        "{why}"
+    );
+    assert!(why.contains("apt install ovmf"), "{why}");
+    assert_eq!(verdict(&result, "isolated networks").0, Verdict::NotRun);
+    assert_nothing_left(4092, dir.path());
 }
 
 #[test]

@@ -3,7 +3,7 @@ The flags of the commands that operate the nodes from the hypervisor: `profile`,
 `nodes` (see `cli::operate`), and of `selftest` (see `cli::selftest`).
 */
 
-use crate::model::selftest::DEFAULT_VLAN;
+use crate::model::selftest::{DEFAULT_VLAN, OVMF_DIR};
 use crate::ops::selftest::{DEFAULT_LOGS_DIR, DEFAULT_WORK_DIR};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -100,6 +100,10 @@ pub struct SelftestArgs {
     /// Where a failed run's serial logs are copied.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_LOGS_DIR)]
     pub logs: PathBuf,
+    /// Where OVMF's 4 MiB firmware files are (OVMF_CODE_4M.fd, OVMF_CODE_4M.secboot.fd,
+    /// OVMF_VARS_4M.fd, OVMF_VARS_4M.ms.fd).
+    #[arg(long, value_name = "DIR", default_value = OVMF_DIR)]
+    pub ovmf_dir: PathBuf,
     /// Where the lab lives while the run lasts.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_WORK_DIR)]
     pub work_dir: PathBuf,

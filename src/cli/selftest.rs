@@ -43,6 +43,7 @@ pub fn run(
             .unwrap_or_else(|| selftest::default_installer_dir(&config.base_image)),
         work_dir: args.work_dir.clone(),
         logs_dir: args.logs.clone(),
+        ovmf_dir: args.ovmf_dir.clone(),
         ready_timeout: Duration::from_secs(args.timeout),
         install_timeout: Duration::from_secs(args.timeout),
         ..SelftestOptions::new(vlan, config)

@@ -29,7 +29,7 @@ pub const INSTALLER_RUNNING: &str = "installer: running on";
 /// The files of the test installer (scripts/build-installer.sh makes them) a run needs.
 pub const INSTALLER_FILES: [&str; 4] = ["vmlinuz", "vmlinuz-bad", "initrd.gz", "esp.raw"];
 
-/// The OVMF firmware files the UEFI and Secure Boot nodes boot (Debian's `ovmf` package).
+/// Where Debian's `ovmf` package puts the firmware files the UEFI and Secure Boot nodes boot.
 pub const OVMF_DIR: &str = "/usr/share/OVMF";
 
 /// How a test node boots.
@@ -114,6 +114,8 @@ pub struct Lab {
     pub bmc_host: (Ipv4Addr, u8),
     /// The storage pool of the headnode's volumes.
     pub pool: String,
+    /// Where the OVMF firmware files are ([`Firmware::ovmf`] names them).
+    pub ovmf_dir: PathBuf,
     /// Where everything of the run lives on disk (removed at its end).
     pub dir: PathBuf,
     /// The test nodes.
@@ -155,6 +157,7 @@ impl Lab {
             public_gateway: Ipv4Addr::new(172, 31, lo, 1),
             bmc_host: (host, a.management_prefix),
             pool: format!("{NAME_PREFIX}-{v}"),
+            ovmf_dir: PathBuf::from(OVMF_DIR),
             dir: work_dir.join(v.to_string()),
             nodes,
         }

@@ -3,7 +3,7 @@ The documents of a selftest's lab ([`Lab`]): its two transient networks, each te
 domain, and the files the operator would write (machines.txt, bmc.conf, the install profile).
 */
 
-use crate::model::selftest::{Firmware, Lab, TestNode, OVMF_DIR, PROFILE};
+use crate::model::selftest::{Firmware, Lab, TestNode, PROFILE};
 use quick_xml::escape::escape;
 use std::fmt::Write as _;
 
@@ -39,9 +39,10 @@ pub fn node_domain(lab: &Lab, node: &TestNode, virt_type: &str) -> String {
         Some((code, _)) => {
             let sb = node.firmware == Firmware::SecureBoot;
             let loader = format!(
-                "<loader readonly='yes' secure='{}' type='pflash'>{OVMF_DIR}/{code}</loader>\
+                "<loader readonly='yes' secure='{}' type='pflash'>{}</loader>\
                  <nvram>{}</nvram>",
                 if sb { "yes" } else { "no" },
+                escape(lab.ovmf_dir.join(code).display().to_string()),
                 escape(lab.node_vars(node).display().to_string())
             );
             let smm = if sb { "<smm state='on'/>" } else { "" };

@@ -8,7 +8,7 @@ use crate::error::{failure, kind_of, Kind};
 use crate::host::hostprep;
 use crate::host::lab;
 use crate::model::footprint::domain_name;
-use crate::model::selftest::{Firmware, INSTALLER_FILES, OVMF_DIR};
+use crate::model::selftest::{Firmware, INSTALLER_FILES};
 use crate::ops::selftest::Run;
 use crate::render::selftest as doc;
 use std::net::Ipv4Addr;
@@ -50,7 +50,7 @@ impl Run<'_> {
             ));
         }
         self.installer_files()?;
-        ovmf_files()?;
+        ovmf_files(&self.lab.ovmf_dir)?;
         self.vlan_is_free()?;
         let lock = self.lock_path();
         self._lock = Some(lab::try_lock(
@@ -192,7 +192,7 @@ impl Run<'_> {
                 None => lab::empty_disk(&disk, EMPTY_DISK)?,
                 Some((_, vars)) => {
                     lab::copy_readable(&self.opts.installer_dir.join("esp.raw"), &disk)?;
-                    lab::copy_readable(&Path::new(OVMF_DIR).join(vars), &self.lab.node_vars(node))?;
+                    lab::copy_readable(&self.lab.ovmf_dir.join(vars), &self.lab.node_vars(node))?;
                 }
             }
             let xml = doc::node_domain(&self.lab, node, virt_type);
@@ -294,13 +294,13 @@ impl Run<'_> {
     }
 }
 
-/// The OVMF files the UEFI nodes boot, each named if absent.
-fn ovmf_files() -> anyhow::Result<()> {
+/// The OVMF files the UEFI nodes boot, in `dir`, each named if absent.
+fn ovmf_files(dir: &Path) -> anyhow::Result<()> {
     let missing: Vec<String> = [Firmware::Uefi, Firmware::SecureBoot]
         .into_iter()
         .filter_map(Firmware::ovmf)
         .flat_map(|(code, vars)| [code, vars])
-        .map(|f| Path::new(OVMF_DIR).join(f))
+        .map(|f| dir.join(f))
         .filter(|p| !p.is_file())
         .map(|p| p.display().to_string())
         .collect();
@@ -310,7 +310,8 @@ fn ovmf_files() -> anyhow::Result<()> {
     Err(failure(
         Kind::NotFound,
         format!(
-            "the UEFI firmware {} is missing: install Debian's ovmf package (`apt install ovmf`)",
+            "the UEFI firmware {} is missing: install Debian's ovmf package (`apt install ovmf`), \
+             or point --ovmf-dir at where this system keeps OVMF's 4 MiB builds",
             missing.join(", ")
         ),
     ))

@@ -21,7 +21,7 @@ use crate::host::atomic_file;
 use crate::host::hypervisor::Hypervisor;
 use crate::host::interrupt;
 use crate::model::config::Config;
-use crate::model::selftest::{Lab, Outcome, StepResult, Verdict};
+use crate::model::selftest::{Lab, Outcome, StepResult, Verdict, OVMF_DIR};
 use crate::model::vlan::Vlan;
 use crate::ops::report::Reporter;
 use crate::ops::session::Session;
@@ -52,6 +52,8 @@ pub struct SelftestOptions {
     pub work_dir: PathBuf,
     /// Where a failed run's serial logs are copied.
     pub logs_dir: PathBuf,
+    /// Where the OVMF firmware files are.
+    pub ovmf_dir: PathBuf,
     /// How long the headnode may take to be ready.
     pub ready_timeout: Duration,
     /// How long the nodes may take to install and fall to their disks.
@@ -67,6 +69,7 @@ impl SelftestOptions {
             installer_dir: default_installer_dir(&config.base_image),
             work_dir: PathBuf::from(DEFAULT_WORK_DIR),
             logs_dir: PathBuf::from(DEFAULT_LOGS_DIR),
+            ovmf_dir: PathBuf::from(OVMF_DIR),
             ready_timeout: Duration::from_secs(900),
             install_timeout: Duration::from_secs(900),
         }
@@ -104,7 +107,10 @@ pub fn run(hv: Hypervisor, config: &Config, opts: &SelftestOptions, out: Reporte
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let clock = Instant::now();
-    let lab = Lab::new(opts.vlan, config, &opts.work_dir);
+    let lab = Lab {
+        ovmf_dir: opts.ovmf_dir.clone(),
+        ..Lab::new(opts.vlan, config, &opts.work_dir)
+    };
     let session = Session::new(lab.headnode_config(config), hv, out);
     let mut run = Run {
         opts,
