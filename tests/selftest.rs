@@ -77,31 +77,43 @@ fn assert_nothing_left(vlan: u16, dir: &Path) {
     );
 }
 
-#[test]
-fn an_installer_without_its_uefi_disk_fails_first_says_what_to_build_and_makes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let installer = dir.path().join("installer");
-    std::fs::create_dir_all(&installer).unwrap();
-    let real = image().parent().unwrap().join("installer");
-    for f in ["vmlinuz", "vmlinuz-bad", "initrd.gz"] {
-        std::fs::copy(real.join(f), installer.join(f)).unwrap();
+/// Copies of the files `names` of `from` in a new directory `to`.
+fn copies(from: &Path, to: &Path, names: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in names {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
     }
-    let (code, out, err) = run(&mut selftest(
-        4091,
-        dir.path(),
-        &image(),
-        &["--installer", installer.to_str().unwrap()],
-    ));
+}
+
+/// A run of `vlan` under `dir` with `extra` flags that must fail at its prerequisites, before
+/// it makes anything (none of the lab's names exist after it, nor its work dir): why it
+/// failed, and its standard error.
+fn fails_first(vlan: u16, dir: &Path, extra: &[&str]) -> (String, String) {
+    let (code, out, err) = run(&mut selftest(vlan, dir, &image(), extra));
     assert_eq!(code, 1, "{err}");
     let result = outcome(&out);
     assert!(!result.passed);
     let (v, why) = verdict(&result, "prerequisites");
     assert_eq!(v, Verdict::Fail);
+    assert_eq!(verdict(&result, "isolated networks").0, Verdict::NotRun);
+    assert_nothing_left(vlan, dir);
+    (why, err)
+}
+
+#[test]
+fn an_installer_without_its_uefi_disk_fails_first_says_what_to_build_and_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let installer = dir.path().join("installer");
+    let real = image().parent().unwrap().join("installer");
+    copies(&real, &installer, &["vmlinuz", "vmlinuz-bad", "initrd.gz"]);
+    let (why, err) = fails_first(
+        4091,
+        dir.path(),
+        &["--installer", installer.to_str().unwrap()],
+    );
     assert!(why.contains("lacks esp.raw"), "{why}");
     assert!(why.contains("build-installer.sh"), "{why}");
-    assert_eq!(verdict(&result, "isolated networks").0, Verdict::NotRun);
     assert!(err.contains("selftest failed at `prerequisites"), "{err}");
-    assert_nothing_left(4091, dir.path());
 
     // `--last` shows that result, and exits as it did.
     let state = dir.path().join("state");
@@ -117,35 +129,17 @@ fn an_installer_without_its_uefi_disk_fails_first_says_what_to_build_and_makes_n
 fn a_missing_firmware_file_fails_first_and_says_what_to_install() {
     let dir = tempfile::tempdir().unwrap();
     let ovmf = dir.path().join("ovmf");
-    std::fs::create_dir_all(&ovmf).unwrap();
-    for f in [
+    let some = [
         "OVMF_CODE_4M.fd",
         "OVMF_VARS_4M.fd",
         "OVMF_CODE_4M.secboot.fd",
-    ] {
-        std::fs::copy(Path::new("/usr/share/OVMF").join(f), ovmf.join(f)).unwrap();
-    }
-    let (code, out, err) = run(&mut selftest(
-        4092,
-        dir.path(),
-        &image(),
-        &["--ovmf-dir", ovmf.to_str().unwrap()],
-    ));
-    assert_eq!(code, 1, "{err}");
-    let result = outcome(&out);
-    let (v, why) = verdict(&result, "prerequisites");
-    assert_eq!(v, Verdict::Fail);
+    ];
+    copies(Path::new("/usr/share/OVMF"), &ovmf, &some);
+    let (why, _) = fails_first(4092, dir.path(), &["--ovmf-dir", ovmf.to_str().unwrap()]);
     let missing = ovmf.join("OVMF_VARS_4M.ms.fd");
-    assert!(
-        why.contains(&format!(
-            "the UEFI firmware {} is missing",
-            missing.display()
-        )),
-        "{why}"
-    );
+    let want = format!("the UEFI firmware {} is missing", missing.display());
+    assert!(why.contains(&want), "{why}");
     assert!(why.contains("apt install ovmf"), "{why}");
-    assert_eq!(verdict(&result, "isolated networks").0, Verdict::NotRun);
-    assert_nothing_left(4092, dir.path());
 }
 
 #[test]
