@@ -5,7 +5,8 @@
 //! refused and that domain left alone; a lab subnet the host routes already is not taken. The
 //! passing run is the smoke test (`smoke.rs`).
 //!
-//! Each test uses a VLAN of its own (4090 to 4094), so they run side by side.
+//! Each test that makes a lab uses a VLAN of its own (4090, 4092, 4093, 4094), so they run side
+//! by side; those that make nothing share 4091.
 
 use crate::support::{mkheadnode, run, tool, virsh, wait_until};
 use mkheadnode::model::selftest::{Outcome, Verdict};
@@ -135,7 +136,7 @@ fn a_missing_firmware_file_fails_first_and_says_what_to_install() {
         "OVMF_CODE_4M.secboot.fd",
     ];
     copies(Path::new("/usr/share/OVMF"), &ovmf, &some);
-    let (why, _) = fails_first(4092, dir.path(), &["--ovmf-dir", ovmf.to_str().unwrap()]);
+    let (why, _) = fails_first(4091, dir.path(), &["--ovmf-dir", ovmf.to_str().unwrap()]);
     let missing = ovmf.join("OVMF_VARS_4M.ms.fd");
     let want = format!("the UEFI firmware {} is missing", missing.display());
     assert!(why.contains(&want), "{why}");
@@ -145,16 +146,7 @@ fn a_missing_firmware_file_fails_first_and_says_what_to_install() {
 #[test]
 fn a_base_image_that_boots_nothing_fails_at_headnode_ready_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let blank = dir.path().join("blank.qcow2");
-    tool(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", blank.to_str().unwrap(), "1G"],
-    );
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let blank = blank_image(dir.path());
     let real = image().parent().unwrap().join("installer");
     // The lab's own public /24 for VLAN 4093 (172.31.253.0/24) is taken on this host: the run
     // must take another (libvirt refuses a network whose subnet is routed already).
@@ -198,6 +190,58 @@ fn a_base_image_that_boots_nothing_fails_at_headnode_ready_and_leaves_nothing() 
         "{err}"
     );
     assert_nothing_left(4093, dir.path());
+}
+
+/// A blank qcow2 in `dir` (which qemu may read): a base image that boots nothing.
+fn blank_image(dir: &Path) -> PathBuf {
+    let blank = dir.join("blank.qcow2");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", blank.to_str().unwrap(), "1G"],
+    );
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    blank
+}
+
+#[test]
+fn a_kept_lab_stays_and_the_next_run_removes_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = blank_image(dir.path());
+    let installer = image().parent().unwrap().join("installer");
+    let flags = [
+        "--installer",
+        installer.to_str().unwrap(),
+        "--timeout",
+        "10",
+    ];
+    let kept = [&flags[..], &["--keep"]].concat();
+    let (code, out, err) = run(&mut selftest(4092, dir.path(), &blank, &kept));
+    assert_eq!(code, 1, "{err}");
+    let (v, why) = verdict(&outcome(&out), "clean up");
+    assert_eq!(v, Verdict::Skip);
+    assert!(
+        why.contains("the next `mkheadnode selftest --vlan 4092` removes it"),
+        "{why}"
+    );
+    for (what, args) in [
+        ("domain", ["dominfo", "headnode-4092"]),
+        ("domain", ["dominfo", "mkheadnode-selftest-sb-4092"]),
+        ("network", ["net-info", "mkheadnode-selftest-v4092"]),
+    ] {
+        assert_eq!(virsh(&args).0, 0, "the kept {what} is gone: {args:?}");
+    }
+    let (code, out, err) = run(&mut selftest(4092, dir.path(), &blank, &flags));
+    assert_eq!(code, 1, "{err}");
+    let result = outcome(&out);
+    assert_eq!(verdict(&result, "leftovers").0, Verdict::Pass, "{result:?}");
+    assert!(err.contains("removed an earlier run's domain"), "{err}");
+    assert_eq!(
+        verdict(&result, "headnode created").0,
+        Verdict::Pass,
+        "{result:?}"
+    );
+    assert_eq!(verdict(&result, "clean up").0, Verdict::Pass, "{result:?}");
+    assert_nothing_left(4092, dir.path());
 }
 
 #[test]
