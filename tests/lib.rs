@@ -11,9 +11,10 @@
 //! dirs), `uefi` (dhcpd per client architecture, GRUB's config, both loaders armed and
 //! disarmed), `bmc` (BMC emulators and `qemu:///system`), `test_driver` and `node_agent`
 //! (libvirt's in-memory `test:///default`), `system` (the real `qemu:///system`, libvirtd
-//! running, root), `hardening` (links, copied domains and interrupted runs there), `images` (base images pushed
-//! to a second libvirtd over qemu+ssh) and `smoke`
-//! (ignored unless `make smoke`).
+//! running, root), `hardening` (links, copied domains and interrupted runs there), `images`
+//! (base images pushed to a second libvirtd over qemu+ssh), `selftest` (`mkheadnode selftest`
+//! failing where it should, interrupted, refused) and `smoke` (the passing selftest run;
+//! ignored unless `make smoke`).
 //!
 //! `package` checks the example config file that the Debian package ships (pure) and, with
 //! `host-tests`, installs the package that `make deb` made into a fresh Debian 12 root.
@@ -50,10 +51,8 @@ mod node_cli;
 mod package;
 #[cfg(feature = "host-tests")]
 mod remote;
-#[allow(
-    clippy::absolute_paths,
-    reason = "it names SYSTEM_URI and BOOT_SIGN in place"
-)]
+#[cfg(feature = "host-tests")]
+mod selftest;
 #[cfg(feature = "host-tests")]
 mod smoke;
 mod support;

@@ -312,6 +312,55 @@ mod installed {
         assert!(err.contains("cannot connect to libvirt"), "{err}");
     }
 
+    /// The nightly's units as installed: off (nothing enables the timer), valid to systemd
+    /// (`systemd-analyze verify`, in a root with systemd's own units, the packaged units and
+    /// the packaged command), and the command they run answers. A broken copy of the timer is
+    /// refused by the same check, so the check is no formality.
+    fn check_selftest_units(root: &Root) {
+        const UNITS: &str = "usr/lib/systemd/system";
+        let timer = format!("{UNITS}/mkheadnode-selftest.timer");
+        let service = format!("{UNITS}/mkheadnode-selftest.service");
+        assert!(root
+            .read(&service)
+            .contains("ExecStart=/usr/bin/mkheadnode selftest\n"));
+        let enabled = root.path("etc/systemd/system/timers.target.wants/mkheadnode-selftest.timer");
+        assert!(
+            std::fs::symlink_metadata(&enabled).is_err(),
+            "the package enables the timer"
+        );
+        let (code, _, err) = root.sh("mkheadnode selftest --last");
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains("no selftest has run yet"), "{err}");
+        root.ok("man -w mkheadnode-selftest");
+
+        let vroot = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(vroot.path().join("usr/lib/systemd")).unwrap();
+        std::fs::create_dir_all(vroot.path().join("usr/bin")).unwrap();
+        tool(
+            "cp",
+            &[
+                "-a",
+                "/usr/lib/systemd/system",
+                vroot.path().join("usr/lib/systemd/").to_str().unwrap(),
+            ],
+        );
+        for rel in [timer.as_str(), service.as_str(), "usr/bin/mkheadnode"] {
+            std::fs::copy(root.path(rel), vroot.path().join(rel)).unwrap();
+        }
+        let verify = |units: &[&str]| {
+            run(Command::new("systemd-analyze")
+                .args(["verify", "--man=no", "--root"])
+                .arg(vroot.path())
+                .args(units.iter().map(|u| format!("/{u}"))))
+        };
+        let (code, out, err) = verify(&[&timer, &service]);
+        assert_eq!(code, 0, "systemd-analyze verify:\n{out}\n{err}");
+        let broken = root.read(&timer).replace("03:30:00", "27:30:00");
+        std::fs::write(vroot.path().join(&timer), broken).unwrap();
+        let (code, _, err) = verify(&[&timer]);
+        assert_ne!(code, 0, "a broken timer passed: {err}");
+    }
+
     #[test]
     fn the_package_installs_works_and_leaves_what_an_operator_made() {
         let deb = deb();
@@ -326,6 +375,7 @@ mod installed {
         std::fs::copy(&deb, root.path("tmp/mkheadnode.deb")).unwrap();
         root.ok("dpkg -i /tmp/mkheadnode.deb");
         check_installed(&root);
+        check_selftest_units(&root);
 
         // What using it leaves: a VLAN's config dir, a changed config file.
         let machines = "52:54:00:12:34:56 10.0.0.7\n";

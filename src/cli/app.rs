@@ -8,6 +8,7 @@ use crate::cli::docs;
 use crate::cli::fleet;
 use crate::cli::images;
 use crate::cli::operate;
+use crate::cli::selftest;
 use crate::error::{failure, Kind};
 use crate::host::hypervisor::Hypervisor;
 use crate::host::interrupt;
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Nodes(args)) => {
             operate::nodes(&aimed(g, &config, &args.vlan)?, config, out, args)
         }
+        Some(Command::Selftest(args)) => selftest::run(g, &config, out, args),
     }
 }
 

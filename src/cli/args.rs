@@ -3,7 +3,7 @@ The command line: clap definitions, and turning flags into settings layered over
 file.
 */
 
-use crate::cli::node_args::{InstallArgs, NodesArgs, ProfileCommand};
+use crate::cli::node_args::{InstallArgs, NodesArgs, ProfileCommand, SelftestArgs};
 use crate::host::hypervisor::DEFAULT_URI;
 use crate::host::kvm_probe::PROBE_ARG;
 use crate::model::config::{Attachment, Config, VirtTypeChoice};
@@ -119,6 +119,12 @@ pub enum Command {
     Install(InstallArgs),
     /// The machines of a VLAN as its headnode sees them: boot target, lease, fetches, power.
     Nodes(NodesArgs),
+    /// Prove the whole stack on this hypervisor: an isolated lab, a throwaway headnode, BIOS,
+    /// UEFI and Secure Boot nodes installed from it; everything removed after.
+    ///
+    /// Prints a timing table with a verdict per step and exits non-zero on any failure;
+    /// a failed run's serial logs are kept (--logs). The result is kept for `--last`.
+    Selftest(SelftestArgs),
 }
 
 /// `image push|list`.

@@ -12,3 +12,4 @@ pub mod fleet;
 pub mod images;
 pub mod node_args;
 pub mod operate;
+pub mod selftest;

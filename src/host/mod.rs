@@ -16,6 +16,7 @@ pub mod image_store;
 pub mod images;
 pub mod interrupt;
 pub mod kvm_probe;
+pub mod lab;
 pub mod nofollow;
 pub mod profile_store;
 pub mod profile_volumes;

@@ -18,6 +18,7 @@ pub mod nodes;
 pub mod plan;
 pub mod profile;
 pub mod profile_layout;
+pub mod selftest;
 pub mod text;
 pub mod uri;
 pub mod vlan;

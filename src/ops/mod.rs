@@ -25,6 +25,7 @@ pub mod ownership;
 pub mod profile;
 pub mod profile_remote;
 pub mod report;
+pub mod selftest;
 pub mod session;
 pub mod status;
 pub mod teardown;

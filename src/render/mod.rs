@@ -9,5 +9,6 @@ pub mod domain_xml;
     reason = "seed's yaml() serializes strings and string lists to JSON, which cannot fail"
 )]
 pub mod seed;
+pub mod selftest;
 pub mod table;
 pub mod template;
