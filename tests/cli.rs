@@ -180,3 +180,18 @@ fn image_push_names_a_file_it_cannot_push_before_it_does_anything() {
         );
     }
 }
+
+#[test]
+fn selftest_refuses_another_machine_before_connecting() {
+    // `.invalid` never resolves: the refusal must come before any attempt to connect.
+    let (code, _, err) = run(mkheadnode().args([
+        "--connect",
+        "qemu+ssh://root@hv1.invalid/system",
+        "selftest",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("selftest runs on the hypervisor itself") && err.contains("hv1.invalid"),
+        "{err}"
+    );
+}

@@ -69,7 +69,7 @@ fn profile_add_lists_every_problem_of_a_profile_and_copies_nothing() {
 }
 
 #[test]
-fn a_valid_profile_passes_the_dry_run_and_is_refused_over_a_remote_uri() {
+fn a_valid_profile_passes_the_dry_run_and_goes_to_a_remote_uri() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("deb");
     write(

@@ -10,6 +10,7 @@ use crate::host::hypervisor::Hypervisor;
 use crate::host::interrupt;
 use crate::model::config::Config;
 use crate::model::selftest::{table, Outcome};
+use crate::model::uri::uri_is_local;
 use crate::model::vlan::Vlan;
 use crate::ops::report::Reporter;
 use crate::ops::selftest::{self, SelftestOptions};
@@ -32,6 +33,17 @@ pub fn run(
         return Err(failure(
             Kind::Usage,
             "selftest has no --dry-run: it proves the stack by making and removing a lab",
+        ));
+    }
+    if !uri_is_local(g.uri()) {
+        return Err(failure(
+            Kind::Usage,
+            format!(
+                "selftest runs on the hypervisor itself (its test nodes' virtual BMC, the test \
+                 installer and OVMF are this machine's), and {} is another machine: run \
+                 `mkheadnode selftest` there",
+                g.uri()
+            ),
         ));
     }
     interrupt::install()?;
