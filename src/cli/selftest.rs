@@ -10,7 +10,6 @@ use crate::host::hypervisor::Hypervisor;
 use crate::host::interrupt;
 use crate::model::config::Config;
 use crate::model::selftest::{table, Outcome};
-use crate::model::uri::uri_is_local;
 use crate::model::vlan::Vlan;
 use crate::ops::report::Reporter;
 use crate::ops::selftest::{self, SelftestOptions};
@@ -35,17 +34,8 @@ pub fn run(
             "selftest has no --dry-run: it proves the stack by making and removing a lab",
         ));
     }
-    if !uri_is_local(g.uri()) {
-        return Err(failure(
-            Kind::Usage,
-            format!(
-                "selftest runs on the hypervisor itself (its test nodes' virtual BMC, the test \
-                 installer and OVMF are this machine's), and {} is another machine: run \
-                 `mkheadnode selftest` there",
-                g.uri()
-            ),
-        ));
-    }
+    // Before connecting: another machine is refused without reaching it.
+    selftest::on_this_machine(g.uri())?;
     interrupt::install()?;
     let opts = SelftestOptions {
         keep: args.keep,

@@ -9,7 +9,7 @@ use crate::host::hostprep;
 use crate::host::lab;
 use crate::model::footprint::domain_name;
 use crate::model::selftest::{Firmware, INSTALLER_FILES};
-use crate::ops::selftest::Run;
+use crate::ops::selftest::{self, Run};
 use crate::render::selftest as doc;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -28,15 +28,7 @@ impl Run<'_> {
     /// of this VLAN running. Each missing piece is named with what to do.
     pub(super) fn prerequisites(&mut self) -> anyhow::Result<Option<String>> {
         let hv = &self.session.hv;
-        if !hv.is_local() {
-            return Err(failure(
-                Kind::Usage,
-                format!(
-                    "selftest runs on the hypervisor itself, not over {}: run it there",
-                    hv.uri()
-                ),
-            ));
-        }
+        selftest::on_this_machine(hv.uri())?;
         let image = &self.session.config.base_image;
         if !image.is_file() {
             return Err(failure(

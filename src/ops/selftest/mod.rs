@@ -22,6 +22,7 @@ use crate::host::hypervisor::Hypervisor;
 use crate::host::interrupt;
 use crate::model::config::Config;
 use crate::model::selftest::{Lab, Outcome, StepResult, Verdict, OVMF_DIR};
+use crate::model::uri::uri_is_local;
 use crate::model::vlan::Vlan;
 use crate::ops::report::Reporter;
 use crate::ops::session::Session;
@@ -74,6 +75,22 @@ impl SelftestOptions {
             install_timeout: Duration::from_secs(900),
         }
     }
+}
+
+/// Refuse `uri` if it names another machine: the selftest runs on the hypervisor itself (its
+/// test nodes' virtual BMC, the test installer and OVMF are this machine's).
+pub fn on_this_machine(uri: &str) -> anyhow::Result<()> {
+    if uri_is_local(uri) {
+        return Ok(());
+    }
+    Err(failure(
+        Kind::Usage,
+        format!(
+            "selftest runs on the hypervisor itself (its test nodes' virtual BMC, the test \
+             installer and OVMF are this machine's), and {uri} is another machine: run \
+             `mkheadnode selftest` there"
+        ),
+    ))
 }
 
 /// Where build-installer.sh puts the test installer for `base_image`: `installer/` beside it.
