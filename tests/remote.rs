@@ -383,6 +383,22 @@ fn remote_profiles_count_only_once_marked_and_leave_nothing_behind() {
         "{rows}"
     );
 
+    // A pool someone else keeps at the profiles folder is refused by name, and left alone.
+    let pool_at = |name: &str| {
+        let (code, _, err) = r
+            .host
+            .virsh(&["pool-create-as", name, "dir", "--target", &profiles]);
+        assert_eq!(code, 0, "{err}");
+    };
+    pool_at("someone-else");
+    let (code, _, err) = r.mk(&["profile", "list", VLAN]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("storage pool someone-else is at"), "{err}");
+    let (code, _, err) = r.host.virsh(&["pool-destroy", "someone-else"]);
+    assert_eq!(code, 0, "{err}");
+    // One of ours that an interrupted run left there is stopped, and the run goes on.
+    pool_at("mkheadnode-tmp-left");
+
     // Adding it again: a generation above every one there, and what it replaced (and the
     // unfinished upload of it) gone.
     let (code, out, err) = add(&r);

@@ -51,25 +51,9 @@ struct Folder<'h> {
 
 impl<'h> Folder<'h> {
     /// Reach `dir`, making it (and the folders above it) if it is not there. A pool of ours
-    /// left at it by an interrupted run is stopped first; someone else's is refused.
+    /// left at it by an interrupted run is stopped, and the folder reached again; someone
+    /// else's is refused.
     fn open(hv: &'h Hypervisor, dir: &Path) -> anyhow::Result<Folder<'h>> {
-        for name in hv.active_pools_at(dir)? {
-            let Some(pool) = hv
-                .find_pool(&name)?
-                .filter(|_| name.starts_with(TEMP_POOL_PREFIX))
-            else {
-                return Err(failure(
-                    Kind::Refused,
-                    format!(
-                        "storage pool {name} is at {}: libvirt allows one pool per folder. \
-                         Stop it (`virsh pool-destroy {name}`) if it is not needed",
-                        dir.display()
-                    ),
-                ));
-            };
-            pool.destroy()
-                .with_context(|| format!("stopping the leftover pool {name}"))?;
-        }
         static COUNT: AtomicU64 = AtomicU64::new(0);
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -79,7 +63,21 @@ impl<'h> Folder<'h> {
             std::process::id(),
             COUNT.fetch_add(1, Ordering::Relaxed)
         );
-        let pool = hv.start_transient_pool(&name, dir, DIR_MODE)?;
+        let pool = match hv.start_transient_pool(&name, dir, DIR_MODE) {
+            Ok(pool) => pool,
+            // Only then are the pools at `dir` looked for (reading every pool's XML, each a
+            // round trip to the hypervisor): libvirt allows one pool per folder.
+            Err(refused) => {
+                let there = hv.active_pools_at(dir)?;
+                if there.is_empty() {
+                    return Err(refused);
+                }
+                for other in there {
+                    stop_leftover(hv, &other, dir)?;
+                }
+                hv.start_transient_pool(&name, dir, DIR_MODE)?
+            }
+        };
         Ok(Folder {
             hv,
             pool,
@@ -130,10 +128,7 @@ impl<'h> Folder<'h> {
     /// Add what it holds to `contents`, its paths under `rel`.
     fn read_into(&self, rel: &str, contents: &mut Contents, depth: usize) -> anyhow::Result<()> {
         if depth >= MAX_DEPTH {
-            return Err(failure(
-                Kind::Refused,
-                format!("{}: folders nest too deep", self.dir.display()),
-            ));
+            return Err(too_deep(&self.dir));
         }
         for (name, is_dir) in self.entries()? {
             let path = if rel.is_empty() {
@@ -178,10 +173,7 @@ impl<'h> Folder<'h> {
         let is_dir = self.entries()?.iter().any(|(n, d)| n == name && *d);
         if is_dir {
             if depth >= MAX_DEPTH {
-                return Err(failure(
-                    Kind::Refused,
-                    format!("{}: folders nest too deep", self.dir.join(name).display()),
-                ));
+                return Err(too_deep(&self.dir.join(name)));
             }
             let inner = Folder::open(self.hv, &self.dir.join(name))?;
             for (entry, _) in inner.entries()? {
@@ -190,6 +182,34 @@ impl<'h> Folder<'h> {
         }
         self.delete(name)
     }
+}
+
+/// Stop the pool `name` at `dir` if it is one of our transient pools (left by an interrupted
+/// run); refuse someone else's.
+fn stop_leftover(hv: &Hypervisor, name: &str, dir: &Path) -> anyhow::Result<()> {
+    let Some(pool) = hv
+        .find_pool(name)?
+        .filter(|_| name.starts_with(TEMP_POOL_PREFIX))
+    else {
+        return Err(failure(
+            Kind::Refused,
+            format!(
+                "storage pool {name} is at {}: libvirt allows one pool per folder. Stop it \
+                 (`virsh pool-destroy {name}`) if it is not needed",
+                dir.display()
+            ),
+        ));
+    };
+    pool.destroy()
+        .with_context(|| format!("stopping the leftover pool {name}"))
+}
+
+/// The error for folders nested deeper than a profile's may be.
+fn too_deep(dir: &Path) -> anyhow::Error {
+    failure(
+        Kind::Refused,
+        format!("{}: folders nest too deep", dir.display()),
+    )
 }
 
 impl Drop for Folder<'_> {
