@@ -35,7 +35,9 @@ PACKAGES=(
   shim-signed grub-efi-amd64-signed
 )
 
-key=$(cat "$0" "$HERE"/image-firewall/rules.v4 "$HERE"/image-firewall/rules.v6 | sha256sum | cut -d' ' -f1)
+key=$(cat "$0" "$HERE"/image-firewall/rules.v4 "$HERE"/image-firewall/rules.v6 \
+  "$HERE"/image-early/mkheadnode-early "$HERE"/image-early/mkheadnode-early.service \
+  "$HERE"/image-early/modules-load.conf | sha256sum | cut -d' ' -f1)
 if [ -f "$IMAGE" ] && [ -f "$OUT_DIR/installer/vmlinuz" ] && [ "$(cat "$OUT_DIR/recipe.sha256" 2>/dev/null)" = "$key" ]; then
   echo "==> image cache hit: $IMAGE ($(du -h "$IMAGE" | cut -f1))"
   exit 0
@@ -128,10 +130,30 @@ blacklist psmouse
 blacklist serio_raw
 CFG
 # Early units for what a headnode never uses: binary formats, hugepages, POSIX message queues,
-# debugfs and tracefs, and the DRM module systemd-logind asks for (there is no display).
+# debugfs and tracefs, the DRM module systemd-logind asks for (there is no display), and the
+# modules systemd loads ahead for device mapper, loop devices, FUSE and EFI's pstore (none of
+# which a headnode has; the kernel still loads them on demand).
 chroot "$ROOT" systemctl mask -q systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
   dev-hugepages.mount dev-mqueue.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
-  modprobe@drm.service
+  modprobe@drm.service modprobe@dm_mod.service modprobe@loop.service modprobe@fuse.service \
+  modprobe@efi_pstore.service sys-fs-fuse-connections.mount
+# systemd's generators for what a headnode VM has none of (encrypted, integrity or verity
+# volumes, hibernation, GPT auto-discovery, an rc.local, offline updates, units run from the
+# kernel's command line): each is a process at every boot and every daemon-reload, ~2 s of a
+# reload in all under TCG. The debug generator stays (systemd.mask=, systemd.debug_shell for a
+# rescue from the console).
+mkdir -p "$ROOT/etc/systemd/system-generators"
+for g in cryptsetup integritysetup veritysetup hibernate-resume gpt-auto rc-local system-update \
+  run; do
+  ln -sf /dev/null "$ROOT/etc/systemd/system-generators/systemd-$g-generator"
+done
+# The first boot's set-up straight from the seed, before cloud-init (image-early/mkheadnode-early
+# says how and when), and the modules the firewall, the config share and the seed need, loaded in
+# one go early at boot.
+install -D -m 0755 "$HERE/image-early/mkheadnode-early" "$ROOT/usr/local/lib/mkheadnode/mkheadnode-early"
+install -m 0644 "$HERE/image-early/mkheadnode-early.service" "$ROOT/etc/systemd/system/mkheadnode-early.service"
+chroot "$ROOT" systemctl enable -q mkheadnode-early.service
+install -m 0644 "$HERE/image-early/modules-load.conf" "$ROOT/etc/modules-load.d/mkheadnode-image.conf"
 # cloud-init's config and final stages wait for the seed's set-up (a unit its init stage starts):
 # they have nothing the PXE stack needs, and under TCG they would take CPU from it.
 for stage in cloud-config cloud-final; do
@@ -139,8 +161,16 @@ for stage in cloud-config cloud-final; do
   printf '[Unit]\nAfter=mkheadnode-setup.service\n' > "$ROOT/etc/systemd/system/$stage.service.d/mkheadnode.conf"
 done
 # An initramfs with only what mounting the root disk needs (virtio-blk, ext4): ~35 MB of every
-# driver is slow to load and unpack under TCG, and its udev probes them all.
+# driver is slow to load and unpack under TCG, and its udev probes them all. Nor does it need
+# udev (~2 s under TCG): the kernel's devtmpfs makes /dev/vda1 when virtio-blk loads. udev's
+# initramfs parts are diverted out of initramfs-tools' folders (which it runs and copies whole),
+# so that an upgrade of udev does not bring them back.
 echo MODULES=list > "$ROOT/etc/initramfs-tools/conf.d/mkheadnode"
+mkdir -p "$ROOT/usr/share/mkheadnode-image/initramfs-off"
+for f in hooks/udev scripts/init-top/udev scripts/init-bottom/udev; do
+  chroot "$ROOT" dpkg-divert --quiet --local --rename \
+    --divert "/usr/share/mkheadnode-image/initramfs-off/${f//\//-}" --add "/usr/share/initramfs-tools/$f"
+done
 printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic >> "$ROOT/etc/initramfs-tools/modules"
 chroot "$ROOT" update-initramfs -u -k all >/dev/null
 kver=$(basename "$(ls -d "$ROOT"/lib/modules/*)")

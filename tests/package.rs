@@ -63,7 +63,7 @@ mod installed {
     /// What the root has besides apt's minimal system and the package's Depends.
     const TEST_TOOLS: [&str; 1] = ["man-db"];
     /// What the package's sources are: a package older than any of them is stale.
-    const SOURCES: [&str; 9] = [
+    const SOURCES: [&str; 11] = [
         "src",
         "xml-templates",
         "cloud-init",
@@ -72,6 +72,8 @@ mod installed {
         "Cargo.lock",
         "scripts/build-image.sh",
         "scripts/build-installer.sh",
+        "scripts/image-firewall",
+        "scripts/image-early",
         "tests/smoke/installer-init",
     ];
     /// The package system's own records (its database, man-db's index, logs) and the copy of
@@ -80,6 +82,16 @@ mod installed {
 
     /// The package `make deb` made, refused if older than its sources; `$MKHEADNODE_DEB`
     /// names another.
+    /// The package's files, unpacked into `dir/pkg` (nothing installed).
+    fn unpacked_deb(dir: &Path) -> PathBuf {
+        let unpacked = dir.join("pkg");
+        tool(
+            "dpkg-deb",
+            &["-x", deb().to_str().unwrap(), unpacked.to_str().unwrap()],
+        );
+        unpacked
+    }
+
     fn deb() -> PathBuf {
         if let Some(path) = std::env::var_os("MKHEADNODE_DEB") {
             return PathBuf::from(path);
@@ -426,17 +438,42 @@ mod installed {
         );
     }
 
+    /// Every file the packaged `build-image.sh` takes from beside itself (`$HERE/...`: the
+    /// image's firewall and its early set-up) is in the package, where it looks.
+    #[test]
+    fn the_packaged_image_recipe_has_every_file_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let unpacked = unpacked_deb(dir.path());
+        let share = unpacked.join("usr/share/mkheadnode");
+        let script = std::fs::read_to_string(share.join("build-image.sh")).unwrap();
+        let mut read: Vec<String> = Vec::new();
+        for piece in script.split("$HERE").skip(1) {
+            let piece = piece.trim_start_matches('"');
+            let path: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "/._-".contains(*c))
+                .collect();
+            if path.len() > 1 && !read.contains(&path) {
+                read.push(path);
+            }
+        }
+        assert!(read.len() >= 5, "found only {read:?} in build-image.sh");
+        for path in &read {
+            let file = share.join(path.trim_start_matches('/'));
+            assert!(file.is_file(), "the package lacks {}", file.display());
+        }
+        let early = share.join("image-early/mkheadnode-early");
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&early.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o111, 0o111, "{} is not executable", early.display());
+    }
+
     /// The packaged `build-installer.sh` finds the installer's `/init` beside itself, outside
     /// the source tree (on stand-in kernel and EFI files: what it does with them is the same).
     #[test]
     fn the_packaged_installer_recipe_works_outside_the_source_tree() {
-        let deb = deb();
         let dir = tempfile::tempdir().unwrap();
-        let unpacked = dir.path().join("pkg");
-        tool(
-            "dpkg-deb",
-            &["-x", deb.to_str().unwrap(), unpacked.to_str().unwrap()],
-        );
+        let unpacked = unpacked_deb(dir.path());
         let out = dir.path().join("out");
         std::fs::create_dir_all(out.join("installer")).unwrap();
         for file in ["vmlinuz", "shimx64.efi", "grubx64.efi"] {

@@ -1,15 +1,18 @@
 #!/bin/sh
 # Written by mkheadnode: first-boot set-up of the PXE stack.
 #
-# cloud-init starts it from bootcmd as the transient unit mkheadnode-setup.service, ordered after
-# its init stage (which writes the files this uses), so it runs beside cloud-init's config and
-# final stages instead of after them. Its output goes to the serial console, where the host's
-# `mkheadnode --wait` reads it. In the final stage, `mkheadnode-setup --report` waits for the unit
-# and hands its outcome to `cloud-init status`. Run by hand, it sets up again: every step is
-# safe to repeat.
+# Images built for mkheadnode run it before cloud-init, from their mkheadnode-early.service,
+# which writes the seed's files and brings eth0 up itself and leaves {{early_marker}}. Elsewhere
+# cloud-init starts it from bootcmd as the transient unit mkheadnode-setup.service as soon as its
+# init stage has written the files this uses, beside cloud-init's config and final stages instead
+# of after them. Its output goes to the serial console, where the host's `mkheadnode --wait` reads
+# it. In the final stage, `mkheadnode-setup --report` waits for whichever unit ran it, hands its
+# outcome to `cloud-init status`, and makes the ssh host keys cloud-init did not. Run by hand, it
+# sets up again: every step is safe to repeat.
 set -eu
 say() { echo "mkheadnode-setup: $*"; }
 unit=mkheadnode-setup.service
+[ ! -e {{early_marker}} ] || unit=mkheadnode-early.service
 
 # Wait while a unit runs or is queued to run.
 settle() {
@@ -25,9 +28,12 @@ settle() {
 
 if [ "${1:-}" = --report ]; then
     settle "$unit"
-    case "$(systemctl show -P ActiveState "$unit")" in
-        active) exit 0 ;;
-        failed) exit 1 ;; # the unit has said why on the console
+    # cloud-init made the quick host key types before sshd started; the RSA one takes seconds
+    # under emulation and is made here, once the PXE stack serves.
+    ssh-keygen -A >/dev/null && systemctl try-reload-or-restart ssh.service || true
+    case "$(systemctl show -P ActiveState "$unit"):$(systemctl show -P Result "$unit")" in
+        active:success) exit 0 ;;
+        failed:* | *:exit-code | *:signal | *:timeout) exit 1 ;; # the unit has said why on the console
         *)
             say "FAILED (never started) while launching $unit (see: journalctl -b -u cloud-init)"
             exit 1
@@ -150,14 +156,13 @@ now=--job-mode=ignore-dependencies
 systemctl start --no-block $now etc-moc.mount
 # One call, so systemd starts them in parallel.
 systemctl restart $now $units
+# The guest agent too (if it is not running yet): the host's node commands (install, nodes,
+# profile publishing) go through it as soon as this says done, and it would otherwise wait for
+# the end of cloud-init's init stage, tens of seconds later when this runs before cloud-init.
+systemctl start $now qemu-guest-agent.service
 
 step="publishing install profiles"
 { systemctl start $now etc-moc.mount && systemctl start $now mkheadnode-profiles.service; } ||
     say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
 say "done"
 
-# cloud-init made the quick host key types before sshd started; the RSA one takes seconds
-# under emulation and is made here, once the PXE stack serves.
-step="making the missing ssh host keys"
-ssh-keygen -A
-systemctl try-reload-or-restart ssh.service

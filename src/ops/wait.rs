@@ -17,7 +17,7 @@ use crate::host::interrupt;
 use crate::model::console::BOOT_SIGN;
 use crate::model::plan::Plan;
 use crate::ops::guest;
-use crate::render::seed::{ready_marker, SETUP_DONE, SETUP_FAILED};
+use crate::render::seed::{ready_marker, EARLY_SETUP_SIGN, SETUP_DONE, SETUP_FAILED};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::{Duration, Instant};
 
@@ -137,7 +137,7 @@ pub fn phase(log: &str, marker: &str) -> &'static str {
     } else if log.contains(marker) {
         // cloud-init's final stage waits for the set-up, so it has ended without finishing.
         "failed"
-    } else if log.contains("mkheadnode-setup: ") {
+    } else if log.contains("mkheadnode-setup: ") || log.contains(EARLY_SETUP_SIGN) {
         "setting up the PXE stack"
     } else if log.contains("Cloud-init v.") || log.contains("cloud-init[") {
         "cloud-init configuring"
@@ -333,6 +333,14 @@ mod tests {
         assert_eq!(
             phase(
                 "Cloud-init v. 22.4.2\nmkheadnode-setup: loading the firewall",
+                m
+            ),
+            "setting up the PXE stack"
+        );
+        // The image's early set-up, before cloud-init has printed anything.
+        assert_eq!(
+            phase(
+                "Linux version\nmkheadnode-early: writing the seed's 24 files and bringing",
                 m
             ),
             "setting up the PXE stack"

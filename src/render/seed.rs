@@ -146,6 +146,7 @@ pub fn layout() -> Vars {
         .optional("cgi_path", CGI_PATH)
         .optional("leases_module", LEASES_MODULE)
         .optional("disarm_helper", DISARM_HELPER)
+        .optional("early_marker", EARLY_MARKER)
         .optional("reserved_names", reserved.join(" | "))
         .optional("reserved_names_py", json(&reserved))
 }
@@ -308,6 +309,23 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
 /// The last file the seed's write_files writes: the set-up's go.
 pub const SETUP_GO_FILE: &str = "/run/mkheadnode/seed-files-written";
 
+/// Where images built for mkheadnode (`scripts/image-early/mkheadnode-early`) record that they
+/// ran the set-up before cloud-init; cloud-init then does not start it again.
+pub const EARLY_MARKER: &str = "/var/lib/mkheadnode/early-set-up-ran";
+
+/// What the image's early set-up prints on the console when it takes the seed over.
+pub const EARLY_SETUP_SIGN: &str = "mkheadnode-early: writing the seed's";
+
+/// user-data's `ssh_authorized_keys` line, or a comment where there are no keys: cloud-init's
+/// schema requires at least one.
+fn ssh_keys_entry(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "# (no ssh_authorized_keys configured)".to_string()
+    } else {
+        format!("ssh_authorized_keys: {}", yaml(keys))
+    }
+}
+
 /// The set-up's trigger: a path unit that starts it once cloud-init has written its go.
 fn setup_go() -> String {
     format!("--path-property=PathExists={SETUP_GO_FILE}")
@@ -320,7 +338,11 @@ pub fn files(plan: &Plan) -> anyhow::Result<SeedFiles> {
         .value("setup_go", yaml(&setup_go()))
         .value("setup_go_file", yaml(SETUP_GO_FILE))
         .value("hostname", yaml(&plan.hostname))
-        .value("ssh_authorized_keys", yaml(&plan.ssh_authorized_keys))
+        .value("early_marker", yaml(EARLY_MARKER))
+        .value(
+            "ssh_authorized_keys",
+            ssh_keys_entry(&plan.ssh_authorized_keys),
+        )
         .value(
             "final_message",
             yaml(&format!("{} after $UPTIME s", ready_marker(plan))),
@@ -433,6 +455,43 @@ mod tests {
             f.user_data.contains(&go),
             "the set-up does not wait for its go"
         );
+    }
+
+    #[test]
+    fn the_image_early_set_up_and_the_seed_agree_on_their_paths() {
+        // The image's early set-up and the seed meet at these paths: its marker keeps cloud-init
+        // from starting the set-up again, and it takes over only a seed whose user-data writes
+        // the set-up with its go last.
+        let early = include_str!("../../scripts/image-early/mkheadnode-early");
+        let user = files(&plan_with_keys(vec![])).unwrap().user_data;
+        for (name, path) in [
+            ("RAN_MARKER", EARLY_MARKER),
+            ("GO_FILE", SETUP_GO_FILE),
+            ("SETUP", "/usr/local/sbin/mkheadnode-setup"),
+        ] {
+            assert!(
+                early.contains(&format!("{name} = \"{path}\"")),
+                "the early set-up's {name} is not {path}"
+            );
+            assert!(user.contains(path), "user-data lacks {path}");
+        }
+        assert!(
+            early.contains("mkheadnode-early: {msg}")
+                && early.contains(&EARLY_SETUP_SIGN.replace("mkheadnode-early: ", "say(f\"")),
+            "the early set-up does not print {EARLY_SETUP_SIGN:?}"
+        );
+        let guard = format!("'test -e \"$0\" || exec \"$@\"', \"{EARLY_MARKER}\",");
+        assert!(user.contains(&guard), "bootcmd starts the set-up unguarded");
+    }
+
+    #[test]
+    fn no_keys_leave_ssh_authorized_keys_out() {
+        let none = files(&plan_with_keys(vec![])).unwrap().user_data;
+        assert!(!none.contains("\nssh_authorized_keys:"), "{none}");
+        let one = files(&plan_with_keys(vec!["ssh-ed25519 AAAA a@b".into()])).unwrap();
+        assert!(one
+            .user_data
+            .contains("\nssh_authorized_keys: [\"ssh-ed25519 AAAA a@b\"]\n"));
     }
 
     #[test]

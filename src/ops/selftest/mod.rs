@@ -15,6 +15,7 @@ serial logs are copied to [`SelftestOptions::logs_dir`] first. The result is kep
 mod checks;
 mod lab;
 mod steps;
+pub use steps::EARLY_NOTE;
 
 use crate::error::{failure, Kind};
 use crate::host::atomic_file;
@@ -109,6 +110,8 @@ pub(crate) struct Run<'a> {
     out: Reporter,
     rows: Vec<StepResult>,
     failed: bool,
+    /// What the step in progress has to say of its pass (taken by its row).
+    note: Option<String>,
     /// Whether the BIOS node is powered on through a virtual BMC; else why not.
     ipmi: Result<(), String>,
     /// When the nodes were powered on.
@@ -136,6 +139,7 @@ pub fn run(hv: Hypervisor, config: &Config, opts: &SelftestOptions, out: Reporte
         out,
         rows: Vec::new(),
         failed: false,
+        note: None,
         ipmi: Ok(()),
         powered: None,
         _lock: None,
@@ -170,7 +174,7 @@ impl Run<'_> {
             .step(Some(self.opts.vlan), format!("selftest: {name}"));
         let t = Instant::now();
         let (verdict, detail) = match body(self) {
-            Ok(None) => (Verdict::Pass, String::new()),
+            Ok(None) => (Verdict::Pass, self.note.take().unwrap_or_default()),
             Ok(Some(why)) => (Verdict::Skip, why),
             Err(e) => {
                 self.failed = true;

@@ -15,10 +15,14 @@ use crate::ops::selftest::checks::{shell, with_log};
 use crate::ops::selftest::lab::{BMC_PASSWORD, BMC_PORT};
 use crate::ops::selftest::Run;
 use crate::ops::wait::{self, Watched};
-use crate::render::seed::{ready_marker, SETUP_DONE};
+use crate::render::seed::{ready_marker, EARLY_SETUP_SIGN, SETUP_DONE};
 use crate::render::selftest as doc;
 use std::time::{Duration, Instant};
 use virt::sys;
+
+/// The note of a headnode set up by its image's early set-up, before cloud-init.
+pub const EARLY_NOTE: &str =
+    "set up from the seed before cloud-init (the image's mkheadnode-early)";
 
 /// A step's body: `Ok(None)` passes, `Ok(Some(why))` skips, an error fails.
 type Body<'a> = fn(&mut Run<'a>) -> anyhow::Result<Option<String>>;
@@ -89,11 +93,18 @@ impl Run<'_> {
     fn headnode_ready(&mut self) -> anyhow::Result<Option<String>> {
         let plan = self.session.plan(self.opts.vlan);
         let result = wait::until_ready(vec![Watched::local(&plan)], self.opts.ready_timeout, false);
-        let Err(e) = result else {
-            return Ok(None);
-        };
         let log = String::from_utf8_lossy(&std::fs::read(&plan.serial_log).unwrap_or_default())
             .into_owned();
+        let Err(e) = result else {
+            self.note = Some(if log.contains(EARLY_SETUP_SIGN) {
+                EARLY_NOTE.to_string()
+            } else {
+                "set up by cloud-init (the base image has no early set-up: \
+                 /usr/share/mkheadnode/build-image.sh builds one that has, and is ready sooner)"
+                    .to_string()
+            });
+            return Ok(None);
+        };
         let image = self.session.config.base_image.display().to_string();
         let phase = wait::phase(&log, &ready_marker(&plan));
         let hint = match phase {
