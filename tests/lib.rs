@@ -4,7 +4,8 @@
 //! hypervisor needed), `layers` (the source's imports) and `fuzz_regressions` (the fuzz targets'
 //! kept inputs). The `host-tests` feature, which `make unit` and `make smoke` turn on, adds those
 //! that need the host: `validate` (the validators `virt-xml-validate`, `cloud-init`, `isoinfo`),
-//! `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_firewall` (the seed's and the base image's
+//! `guest` (dhcpd, nginx, fcgiwrap, iptables), `guest_early` (the base image's early set-up on
+//! the rendered seed), `guest_firewall` (the seed's and the base image's
 //! rules in force in network namespaces), `guest_leases` (the boot-default CGI's lease check,
 //! with a real dhcpd and hypothesis), `guest_web_user` (what www-data may do: sudo,
 //! mkheadnode-disarm), `guest_nodes` (the nodes tool, `--power-status` and publishing on temp
@@ -32,6 +33,8 @@ mod cli;
 mod fuzz_regressions;
 #[cfg(feature = "host-tests")]
 mod guest;
+#[cfg(feature = "host-tests")]
+mod guest_early;
 #[cfg(feature = "host-tests")]
 mod guest_firewall;
 #[cfg(feature = "host-tests")]
