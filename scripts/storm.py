@@ -348,11 +348,12 @@ def client(kind, hw):
 # One storm.
 
 
-def cgi_module():
-    """The boot-default CGI as a module: its dhcpd.leases parser, the one the headnode trusts."""
-    path = os.path.join(REPO, "cloud-init/files/boot-default.cgi")
-    loader = importlib.machinery.SourceFileLoader("boot_default_cgi", path)
-    spec = importlib.util.spec_from_loader("boot_default_cgi", loader)
+def lease_parser():
+    """The headnode's dhcpd.leases parser (leases.py, shared by its boot-default CGI and nodes
+    tool), the one the headnode trusts."""
+    path = os.path.join(REPO, "cloud-init/files/leases.py")
+    loader = importlib.machinery.SourceFileLoader("mkheadnode_leases", path)
+    spec = importlib.util.spec_from_loader("mkheadnode_leases", loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
@@ -412,8 +413,9 @@ def leases_held(server):
     """{MAC: address} of the leases in force that the DHCP server recorded."""
     if server == "dhcpd":
         _, text = guest("cat /var/lib/dhcp/dhcpd.leases")
-        table = cgi_module().leases(text, time.time())
-        return {m.replace("-", ":"): ip for ip, (m, ok) in table.items() if m and ok}
+        parser, now = lease_parser(), time.time()
+        table = parser.leases(parser.statements(text))
+        return {r["mac"]: ip for ip, r in table.items() if r["mac"] and parser.in_force(r, now)}
     _, text = guest(f"cat {DNSMASQ_LEASES}")
     return {w[1]: w[2] for w in (line.split() for line in text.splitlines()) if len(w) >= 3}
 
