@@ -33,9 +33,12 @@ fn verdict(user_data: &str, network_config: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+fn plan() -> Plan {
+    Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu)
+}
+
 fn files() -> seed::SeedFiles {
-    let plan = Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu);
-    seed::files(&plan).unwrap()
+    seed::files(&plan()).unwrap()
 }
 
 #[test]
@@ -59,8 +62,7 @@ fn the_real_seed_is_taken_over_with_every_file_and_eth0() {
         Some("0o440")
     );
     assert_eq!(written.last().unwrap()[0], seed::SETUP_GO_FILE);
-    let plan = Plan::new(&Config::default(), Vlan::new(42).unwrap(), VirtType::Qemu);
-    assert_eq!(v["eth0"][0], plan.private_nic.mac.to_string());
+    assert_eq!(v["eth0"][0], plan().private_nic.mac.to_string());
     assert_eq!(
         v["eth0"][1],
         serde_json::json!(["192.168.10.254/24", "10.0.0.254/24"])
