@@ -12,7 +12,7 @@ PACKAGES=(
   # hypervisor
   libvirt-daemon-system libvirt-clients qemu-system-x86 dnsmasq-base
   # validators used by the tests
-  libxml2-utils cloud-init isc-dhcp-server nginx-light fcgiwrap genisoimage
+  libxml2-utils cloud-init isc-dhcp-server tftpd-hpa nginx-light fcgiwrap genisoimage
   # guest-side tests: real IPMI endpoint; the lease parser's property test (Debian's python3)
   ipmitool openipmi python3-hypothesis
   # guest-side tests: the web user's one privileged step (sudo), run as www-data (setpriv)

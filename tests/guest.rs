@@ -76,21 +76,32 @@ impl Drop for Daemon {
     }
 }
 
+/// The guest files by placeholder name.
+fn guest_files() -> std::collections::BTreeMap<&'static str, String> {
+    seed::guest_files(&plan()).unwrap().into_iter().collect()
+}
+
+/// A systemd drop-in's command: its ExecStart= that is not the one clearing the packaged one,
+/// after checking that the drop-in has each of `wants`.
+fn drop_in_command<'a>(unit: &'a str, wants: &[&str]) -> &'a str {
+    for want in wants.iter().chain(&["\nExecStart=\n"]) {
+        assert!(unit.contains(want), "the drop-in lacks {want:?}:\n{unit}");
+    }
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .find(|l| !l.is_empty())
+        .expect("an ExecStart with a command")
+}
+
 #[test]
 fn the_dhcpd_drop_in_forks_only_once_dhcpd_serves() {
     // The guest's isc-dhcp-server.service runs the drop-in's ExecStart as Type=forking: the
     // command must return 0 with the daemon running and named in the unit's PIDFile.
-    let files: std::collections::BTreeMap<_, _> =
-        seed::guest_files(&plan()).unwrap().into_iter().collect();
-    let unit = &files["dhcpd_unit"];
-    for want in ["Type=forking", "PIDFile=/run/dhcpd.pid", "\nExecStart=\n"] {
-        assert!(unit.contains(want), "the drop-in lacks {want:?}:\n{unit}");
-    }
-    let exec = unit
-        .lines()
-        .filter_map(|l| l.strip_prefix("ExecStart="))
-        .find(|l| !l.is_empty())
-        .expect("an ExecStart with a command");
+    let files = guest_files();
+    let exec = drop_in_command(
+        &files["dhcpd_unit"],
+        &["Type=forking", "PIDFile=/run/dhcpd.pid"],
+    );
     let interfaces = files["isc_dhcp_server"]
         .lines()
         .find_map(|l| l.strip_prefix("INTERFACESv4="))
@@ -119,6 +130,124 @@ fn the_dhcpd_drop_in_forks_only_once_dhcpd_serves() {
     let daemon = std::fs::read_to_string(&pid).expect("dhcpd wrote no pid file");
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", daemon.trim())).unwrap_or_default();
     assert_eq!(comm.trim(), "dhcpd", "pid file names {daemon:?}");
+}
+
+#[test]
+fn the_tftpd_drop_in_forks_only_once_tftpd_listens() {
+    // The guest's tftpd-hpa.service runs the drop-in's ExecStart as Type=forking, with the
+    // values of /etc/default/tftpd-hpa: the command must return 0 with in.tftpd already
+    // listening on the VLAN-side address, its one process left running (the unit's main one).
+    let files = guest_files();
+    let exec = drop_in_command(
+        &files["tftpd_unit"],
+        &["Type=forking", "GuessMainPID=yes", "--listen"],
+    );
+    let value = |key: &str| {
+        files["tftpd_hpa"]
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}"))
+            .trim_matches('"')
+            .to_string()
+    };
+    let root = tempfile::tempdir().unwrap();
+    let command = exec
+        .replace("${TFTP_USERNAME}", &value("TFTP_USERNAME"))
+        .replace("${TFTP_ADDRESS}", &value("TFTP_ADDRESS"))
+        .replace("$TFTP_OPTIONS", &value("TFTP_OPTIONS"))
+        .replace("${TFTP_DIRECTORY}", &root.path().display().to_string());
+    assert!(!command.contains('$'), "unsubstituted: {command}");
+    let ns = Netns::new("tftpd-unit");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let (code, out, err) = run(ns.exec(words[0]).args(&words[1..]));
+    assert_eq!(code, 0, "{command}: {out}{err}");
+    let (_, sockets, _) = run(ns.exec("ss").args(["-H", "-lunp"]));
+    let pids: Vec<String> = run(Command::new("ip").args(["netns", "pids", &ns.0]))
+        .1
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    for pid in &pids {
+        let _ = Command::new("kill").arg(pid).status();
+    }
+    assert!(
+        sockets.contains("192.168.10.254:69") && sockets.contains("in.tftpd"),
+        "in.tftpd does not listen on the VLAN side when its start returns:\n{sockets}"
+    );
+    assert_eq!(pids.len(), 1, "not one process left: {pids:?}");
+}
+
+#[test]
+fn the_set_up_reloads_systemd_unless_every_unit_is_current() {
+    // The set-up skips unmasking, enabling and `daemon-reload` (seconds at first boot) only when
+    // `systemctl show` says that systemd has read every unit as it is on disk, none masked or
+    // missing, and the share and the profiles enabled; anything else takes the slow path.
+    let files = guest_files();
+    let setup = &files["setup_script"];
+    let start = setup.find("units_current() {").expect("no units_current()");
+    let end = start
+        + setup[start..]
+            .find("\n}\n")
+            .expect("units_current() has no end")
+        + 3;
+    let function = &setup[start..end];
+    let unit = |id: &str, load: &str, file: &str, reload: &str| {
+        format!("Id={id}\nLoadState={load}\nUnitFileState={file}\nNeedDaemonReload={reload}\n\n")
+    };
+    let current = [
+        unit("isc-dhcp-server.service", "loaded", "generated", "no"),
+        unit("tftpd-hpa.service", "loaded", "generated", "no"),
+        unit("fcgiwrap.socket", "loaded", "enabled", "no"),
+        unit("nginx.service", "loaded", "enabled", "no"),
+        unit("fcgiwrap.service", "loaded", "static", "no"),
+        unit("etc-moc.mount", "loaded", "enabled", "no"),
+        unit("mkheadnode-profiles.service", "loaded", "enabled", "no"),
+    ];
+    let verdict = |state: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("units.state");
+        std::fs::write(&file, state).unwrap();
+        let script = format!(
+            "{function}units_current \"$1\" \"etc-moc.mount mkheadnode-profiles.service\" \
+             && echo current || echo stale"
+        );
+        let (code, out, err) = run(Command::new("/bin/sh")
+            .args(["-c", &script, "sh"])
+            .arg(&file));
+        assert_eq!(code, 0, "{out}{err}");
+        out.trim().to_string()
+    };
+    assert_eq!(verdict(current.concat()), "current");
+    let changed = |i: usize, with: String| {
+        let mut units = current.clone();
+        units[i] = with;
+        verdict(units.concat())
+    };
+    let cases = [
+        (
+            1,
+            unit("tftpd-hpa.service", "loaded", "generated", "yes"),
+            "a drop-in changed on disk",
+        ),
+        (
+            3,
+            unit("nginx.service", "masked", "masked", "no"),
+            "a masked service",
+        ),
+        (
+            5,
+            unit("etc-moc.mount", "loaded", "disabled", "no"),
+            "the share not enabled",
+        ),
+        (
+            6,
+            unit("mkheadnode-profiles.service", "not-found", "", "no"),
+            "a unit not read",
+        ),
+    ];
+    for (i, with, what) in cases {
+        assert_eq!(changed(i, with), "stale", "{what} counted as current");
+    }
 }
 
 #[test]

@@ -62,6 +62,8 @@ fn the_real_seed_is_taken_over_with_every_file_and_eth0() {
         Some("0o440")
     );
     assert_eq!(written.last().unwrap()[0], seed::SETUP_GO_FILE);
+    // It reads the seed without a YAML parser: what it read must be what YAML says.
+    assert_eq!(v["yaml_agrees"], true, "PyYAML reads the seed otherwise");
     assert_eq!(v["eth0"][0], plan().private_nic.mac.to_string());
     assert_eq!(
         v["eth0"][1],
@@ -74,46 +76,58 @@ fn a_seed_it_does_not_fully_understand_is_left_to_cloud_init() {
     let f = files();
     let (user, net) = (f.user_data.as_str(), f.network_config.as_str());
     let go = format!("  - path: {}\n", seed::SETUP_GO_FILE);
+    // Each case changes one of the two files (the user-data or the network-config).
+    let in_user = |what, from: &str, to: &str| (what, user.replacen(from, to, 1), net.to_string());
+    let in_net = |what, from: &str, to: &str| (what, user.to_string(), net.replacen(from, to, 1));
     let cases: Vec<(&str, String, String)> = vec![
-        (
+        in_user(
             "a write_files key it does not handle",
-            user.replacen(
-                "    permissions: \"0644\"\n",
-                "    owner: \"www-data\"\n",
-                1,
-            ),
-            net.to_string(),
+            "    permissions: \"0644\"\n",
+            "    owner: \"www-data\"\n",
         ),
-        (
-            "not #cloud-config",
-            user.replacen("#cloud-config", "#!/bin/sh", 1),
-            net.to_string(),
-        ),
+        in_user("not #cloud-config", "#cloud-config", "#!/bin/sh"),
         (
             "the go not last",
             format!("{user}\nwrite_files:\n{go}  - path: /etc/x\n"),
             net.to_string(),
         ),
-        (
+        in_user(
             "a relative path",
-            user.replacen(
-                "  - path: /etc/dhcp/dhcpd.conf",
-                "  - path: etc/dhcp/dhcpd.conf",
-                1,
-            ),
-            net.to_string(),
+            "  - path: /etc/dhcp/dhcpd.conf",
+            "  - path: etc/dhcp/dhcpd.conf",
         ),
-        (
-            "network-config version 2",
-            user.to_string(),
-            net.replacen("version: 1", "version: 2", 1),
-        ),
-        (
+        in_net("network-config version 2", "version: 1", "version: 2"),
+        in_net(
             "eth0 by DHCP",
-            user.to_string(),
-            net.replacen("      - type: static\n", "      - type: dhcp\n", 1),
+            "      - type: static\n",
+            "      - type: dhcp\n",
         ),
         ("not YAML", user.to_string(), "config: [".to_string()),
+        in_user(
+            "a block scalar",
+            "    content: \"",
+            "    content: |\n      \"",
+        ),
+        in_user(
+            "write_files in flow style",
+            "write_files:\n",
+            "write_files: []\nx:\n",
+        ),
+        (
+            "two YAML documents",
+            format!("{user}---\nwrite_files: []\n"),
+            net.to_string(),
+        ),
+        in_net(
+            "an IPv4 address past 255",
+            "192.168.10.254/24",
+            "192.168.10.256/24",
+        ),
+        in_net(
+            "eth0 with another key",
+            "    subnets:\n",
+            "    mtu: 9000\n    subnets:\n",
+        ),
     ];
     for (what, u, n) in cases {
         let v = verdict(&u, &n);
@@ -122,4 +136,36 @@ fn a_seed_it_does_not_fully_understand_is_left_to_cloud_init() {
             "{what}: taken over: {v}\n{u}\n{n}"
         );
     }
+}
+
+/// A seed file that is on the image already as it would be written (the image carries the seed's
+/// unit files that are the same on every headnode) is left alone, so that systemd, which read it
+/// at boot, needs no reload; one that differs in content or mode is written.
+#[test]
+fn a_file_already_there_as_the_seed_has_it_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = r#"
+import importlib.machinery, importlib.util, os, sys
+loader = importlib.machinery.SourceFileLoader("mkheadnode_early", sys.argv[1])
+spec = importlib.util.spec_from_loader("mkheadnode_early", loader)
+early = importlib.util.module_from_spec(spec)
+loader.exec_module(early)
+path = os.path.join(sys.argv[2], "unit.conf")
+def inode():
+    st = os.stat(path)
+    return (st.st_ino, st.st_mtime_ns, oct(st.st_mode & 0o7777), open(path).read())
+early.write(path, 0o644, "[Service]\n")
+first = inode()
+early.write(path, 0o644, "[Service]\n")
+print("same" if inode() == first else "rewritten")
+early.write(path, 0o755, "[Service]\n")
+print(inode()[2])
+early.write(path, 0o755, "[Unit]\n")
+print(inode()[3].strip())
+"#;
+    let (code, out, err) = run(Command::new("/usr/bin/python3")
+        .args(["-c", driver, SCRIPT])
+        .arg(dir.path()));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["same", "0o755", "[Unit]"]);
 }

@@ -45,12 +45,18 @@ impl Sandbox {
         };
         let root = sandbox.root();
         // The set-up script's own directories, modes and owners.
-        let setup = guest_file("setup_script");
+        let setup = guest_file("setup_script").replace("\\\n", " ");
         let lines: Vec<&str> = setup
             .lines()
             .filter(|l| l.starts_with("install -d "))
             .collect();
-        assert!(lines.len() >= 3, "{setup}");
+        let made = lines.join("\n");
+        for dir in [seed::PXELINUX_CFG, seed::UEFI_DIR, seed::EFI_DIR] {
+            assert!(
+                made.contains(&format!("/{dir} ")) || made.ends_with(&format!("/{dir}")),
+                "{made}"
+            );
+        }
         let script = lines
             .join("\n")
             .replace(seed::TFTP_ROOT, root.to_str().unwrap());

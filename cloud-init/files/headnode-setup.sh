@@ -41,6 +41,23 @@ if [ "${1:-}" = --report ]; then
     esac
 fi
 
+# Whether systemd's view of the units is current, from `systemctl show -p Id -p LoadState
+# -p UnitFileState -p NeedDaemonReload` of them in the file $1: every one loaded and unchanged on
+# disk since, and those of $2 enabled. Shell builtins only (every process counts at first boot).
+units_current() {
+    id="" answer=yes
+    while IFS='=' read -r key value; do
+        case "$key" in
+            Id) id=$value ;;
+            LoadState) [ "$value" = loaded ] || answer=no ;;
+            NeedDaemonReload) [ "$value" = no ] || answer=no ;;
+            UnitFileState)
+                case " $2 " in *" $id "*) [ "$value" = enabled ] || answer=no ;; esac ;;
+        esac
+    done < "$1"
+    [ "$answer" = yes ]
+}
+
 step="starting"
 made_policy=""
 finish() {
@@ -90,34 +107,39 @@ else
 fi
 
 units="isc-dhcp-server tftpd-hpa fcgiwrap.socket nginx"
-step="enabling the config share and $units"; say "$step"
-rm -f /etc/nginx/sites-enabled/default
-ln -sf /etc/nginx/sites-available/mkheadnode /etc/nginx/sites-enabled/mkheadnode
-# Every unmask or enable reloads systemd (~1.7 s under emulation) unless told not to; one
-# daemon-reload covers them all, and runs while the steps below that need no systemd do.
-# Images made for mkheadnode ship the services masked, so that nothing serves before now.
-systemctl --no-reload unmask -q $units fcgiwrap.service
-systemctl --no-reload enable -q etc-moc.mount mkheadnode-profiles.service
-# Enabling an LSB-backed unit again costs seconds (update-rc.d); the packages did it already.
-if systemctl is-enabled $units netfilter-persistent 2>/dev/null | grep -qvx enabled; then
-    for u in $units netfilter-persistent; do
-        systemctl is-enabled -q "$u" 2>/dev/null || systemctl --no-reload enable -q "$u"
-    done
-fi
-systemctl daemon-reload &
-reload=$!
+ours="etc-moc.mount mkheadnode-profiles.service"
+step="configuring the config share and $units"; say "$step"
+# (Images made for mkheadnode have it so already: a process each, saved.)
+[ ! -e /etc/nginx/sites-enabled/default ] || rm -f /etc/nginx/sites-enabled/default
+[ -L /etc/nginx/sites-enabled/mkheadnode ] ||
+    ln -sf /etc/nginx/sites-available/mkheadnode /etc/nginx/sites-enabled/mkheadnode
 # The firewall loads (its kernel modules take seconds under emulation) while the TFTP root is
 # filled; nothing is started before both are done.
 say "loading the firewall"
 { iptables-restore < /etc/iptables/rules.v4 && ip6tables-restore < /etc/iptables/rules.v6; } &
 firewall=$!
+# What systemd knows of the units this starts, asked in one call (every systemctl is a process,
+# over half a second at this point of a boot under emulation) while the TFTP root is filled.
+# Images made for mkheadnode carry the seed's unit files and drop-ins already, enabled, and keep
+# the services from starting before now with a gate ({{serving_gate}}, below) rather than masks:
+# systemd's view is then current, and nothing is unmasked, enabled or reloaded. Elsewhere the
+# services may be masked, or the seed has just written unit files that systemd has not read.
+[ -d /run/mkheadnode ] || install -d -m 0755 /run/mkheadnode
+systemctl show -p Id -p LoadState -p UnitFileState -p NeedDaemonReload \
+    $units fcgiwrap.service $ours > /run/mkheadnode/units.state &
+asked=$!
 
 step="filling {{tftp_root}}"; say "$step"
 modules=""
 for f in ldlinux.c32 menu.c32 chain.c32 mboot.c32 libutil.c32 libcom32.c32; do
     modules="$modules /usr/lib/syslinux/modules/bios/$f"
 done
-install -d -m 0755 {{tftp_root}}
+# Its folders in one call. The per-node install links of both loaders (pxelinux.cfg, uefi) are
+# root's alone: the web server writes nowhere under the TFTP root; it disarms a node through
+# {{disarm_helper}} (sudo, one MAC).
+install -d -o root -g root -m 0755 {{tftp_root}} {{tftp_root}}/{{efi_dir}} \
+    {{tftp_root}}/{{efi_dir}}/profiles {{tftp_root}}/grub {{tftp_root}}/{{pxelinux_cfg}} \
+    {{tftp_root}}/{{uefi_dir}}
 # BIOS: pxelinux, its modules, and its default (boot the local disk).
 install -m 0644 /usr/lib/PXELINUX/{{bios_loader}} $modules /usr/lib/syslinux/memdisk {{tftp_root}}/
 # UEFI: the Microsoft-signed shim and the Debian-signed network GRUB it loads (under the name
@@ -130,39 +152,58 @@ if [ -f $efi/shimx64.efi.signed ] && [ -f $efi/grubnetx64.efi.signed ]; then
 else
     shim=/usr/lib/shim/shimx64.efi.signed grub=/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
 fi
-install -d -m 0755 {{tftp_root}}/{{efi_dir}} {{tftp_root}}/{{efi_dir}}/profiles {{tftp_root}}/grub
 install -m 0644 $shim {{tftp_root}}/{{efi_dir}}/{{uefi_loader}}
 install -m 0644 $grub {{tftp_root}}/{{efi_dir}}/grubx64.efi
 install -m 0644 /usr/local/share/mkheadnode/grub.cfg {{tftp_root}}/grub/grub.cfg
-# The per-node install links of both loaders: root's alone. The web server writes nowhere
-# under the TFTP root; it disarms a node through {{disarm_helper}} (sudo, one MAC).
-install -d -o root -g root -m 0755 {{tftp_root}}/{{pxelinux_cfg}} {{tftp_root}}/{{uefi_dir}}
 install -m 0644 /usr/local/share/mkheadnode/pxelinux-default {{tftp_root}}/{{pxelinux_cfg}}/default
+
+step="asking systemd about $units"
+wait "$asked"
+if units_current /run/mkheadnode/units.state "$ours"; then
+    say "{{units_current}}"
+else
+    step="reloading systemd for the PXE services' units"; say "$step"
+    # Every unmask or enable reloads systemd (~1.7 s under emulation) unless told not to; one
+    # daemon-reload covers them all.
+    systemctl --no-reload unmask -q $units fcgiwrap.service
+    systemctl --no-reload enable -q $ours
+    # Enabling an LSB-backed unit again costs seconds (update-rc.d); the packages did it already.
+    if systemctl is-enabled $units netfilter-persistent 2>/dev/null | grep -qvx enabled; then
+        for u in $units netfilter-persistent; do
+            systemctl is-enabled -q "$u" 2>/dev/null || systemctl --no-reload enable -q "$u"
+        done
+    fi
+    systemctl daemon-reload
+fi
 
 step="loading the firewall"
 wait "$firewall"
 
-step="reloading systemd"
-wait "$reload"
-
 step="starting $units"; say "$step"
+# The gate that images made for mkheadnode put on the services: from now on, at this boot and
+# every boot after, they may start.
+gate={{serving_gate}}
+[ -d "${gate%/*}" ] || install -d -m 0755 "${gate%/*}"
+: > "$gate"
 # At first boot this runs inside cloud-init's init stage, before sysinit.target, and every
 # service would wait for the end of that stage (seconds under emulation) for nothing it needs:
 # the disks, eth0, the firewall and the services' files are all in place by now. So they start
 # with their ordering ignored, one after another where one needs the other (share, then the
 # profiles on it).
 now=--job-mode=ignore-dependencies
-# Queued first and waited for below, so the share mounts while the services start.
-systemctl start --no-block $now etc-moc.mount
+# The share and the guest agent are queued first; the share, then the profiles on it, are
+# waited for beside the services' start.
+systemctl start --no-block $now etc-moc.mount qemu-guest-agent.service
+{ systemctl start $now etc-moc.mount && systemctl start $now mkheadnode-profiles.service; } &
+published=$!
 # One call, so systemd starts them in parallel.
 systemctl restart $now $units
-# The guest agent too (if it is not running yet): the host's node commands (install, nodes,
-# profile publishing) go through it as soon as this says done, and it would otherwise wait for
-# the end of cloud-init's init stage, tens of seconds later when this runs before cloud-init.
+# The guest agent must be running by now: the host's node commands (install, nodes, profile
+# publishing) go through it as soon as this says done, and it would otherwise wait for the end
+# of cloud-init's init stage, tens of seconds later when this runs before cloud-init.
 systemctl start $now qemu-guest-agent.service
 
 step="publishing install profiles"
-{ systemctl start $now etc-moc.mount && systemctl start $now mkheadnode-profiles.service; } ||
-    say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
+wait "$published" || say "WARNING: /etc/moc is not mounted (see: journalctl -u etc-moc.mount)"
 say "done"
 

@@ -25,6 +25,8 @@ const PXELINUX_DEFAULT: &str = include_str!("../../cloud-init/files/pxelinux-def
 const GRUB_CFG: &str = include_str!("../../cloud-init/files/grub.cfg");
 const NGINX_SITE: &str = include_str!("../../cloud-init/files/nginx-site.conf");
 const FCGIWRAP_UNIT: &str = include_str!("../../cloud-init/files/fcgiwrap-unit.conf");
+const TFTPD_UNIT: &str = include_str!("../../cloud-init/files/tftpd-unit.conf");
+const NGINX_UNIT: &str = include_str!("../../cloud-init/files/nginx-unit.conf");
 const BOOT_DEFAULT_CGI: &str = include_str!("../../cloud-init/files/boot-default.cgi");
 const DISARM_TOOL: &str = include_str!("../../cloud-init/files/mkheadnode-disarm.py");
 const SUDOERS_DISARM: &str = include_str!("../../cloud-init/files/sudoers-disarm");
@@ -147,6 +149,8 @@ pub fn layout() -> Vars {
         .optional("leases_module", LEASES_MODULE)
         .optional("disarm_helper", DISARM_HELPER)
         .optional("early_marker", EARLY_MARKER)
+        .optional("serving_gate", SERVING_GATE)
+        .optional("units_current", UNITS_CURRENT)
         .optional("reserved_names", reserved.join(" | "))
         .optional("reserved_names_py", json(&reserved))
 }
@@ -229,9 +233,11 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
             "tftpd_hpa",
             render_text(TFTPD_HPA, "files/tftpd-hpa", &addr)?,
         ),
+        ("tftpd_unit", TFTPD_UNIT.to_string()),
         ("pxelinux_default", PXELINUX_DEFAULT.to_string()),
         ("grub_cfg", render_text(GRUB_CFG, "files/grub.cfg", &addr)?),
         ("nginx_site", NginxSite::for_plan(plan).render()?),
+        ("nginx_unit", NGINX_UNIT.to_string()),
         ("fcgiwrap_unit", FCGIWRAP_UNIT.to_string()),
         ("boot_default_cgi", boot_default_cgi()?),
         ("leases_module", leases_module()?),
@@ -312,6 +318,15 @@ pub const SETUP_GO_FILE: &str = "/run/mkheadnode/seed-files-written";
 /// Where images built for mkheadnode (`scripts/image-early/mkheadnode-early`) record that they
 /// ran the set-up before cloud-init; cloud-init then does not start it again.
 pub const EARLY_MARKER: &str = "/var/lib/mkheadnode/early-set-up-ran";
+
+/// The gate that images built for mkheadnode (`scripts/build-image.sh`) put on the PXE services
+/// instead of masking them: each may start only once this exists, which the set-up makes when
+/// their configuration and the firewall are in place.
+pub const SERVING_GATE: &str = "/var/lib/mkheadnode/serving";
+
+/// What the set-up says after "mkheadnode-setup: " when systemd has read every unit file it
+/// starts already (images built for mkheadnode), so that it needs no reload.
+pub const UNITS_CURRENT: &str = "the PXE services' units are current: no systemd reload";
 
 /// What the image's early set-up prints on the console when it takes the seed over.
 pub const EARLY_SETUP_SIGN: &str = "mkheadnode-early: writing the seed's";
@@ -485,6 +500,43 @@ mod tests {
     }
 
     #[test]
+    fn the_image_carries_the_seeds_unit_files_as_the_seed_writes_them() {
+        // The image (scripts/build-image.sh) carries the seed's unit files that are the same on
+        // every headnode, so that systemd has read them at boot and the set-up needs no reload.
+        // Each must be at the path the seed writes it to, with the same mode and content: one
+        // that differs has the early set-up rewrite it, and systemd reloaded after all.
+        let recipe = include_str!("../../scripts/build-image.sh");
+        let user = files(&plan_with_keys(vec![])).unwrap().user_data;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/image-units/");
+        let mut carried = 0;
+        for line in recipe.lines() {
+            let Some(entry) = line.trim().strip_prefix("\"$HERE/image-units/") else {
+                continue;
+            };
+            let (name, path) = entry.trim_end_matches('"').split_once(':').unwrap();
+            let content = std::fs::read_to_string(format!("{dir}{name}")).unwrap();
+            let written = format!(
+                "  - path: {path}\n    permissions: \"0644\"\n    content: {}\n",
+                json(&content)
+            );
+            assert!(
+                user.contains(&written),
+                "the seed does not write {name} as {path}"
+            );
+            carried += 1;
+        }
+        assert!(carried >= 7, "found {carried} unit files in build-image.sh");
+        // The gate the image puts on the services is the one the set-up opens.
+        assert!(recipe.contains(&format!("\nSERVING_GATE={SERVING_GATE}\n")));
+        let setup = with_layout(SETUP_SCRIPT, "files/headnode-setup.sh").unwrap();
+        assert!(
+            setup.contains(&format!("\ngate={SERVING_GATE}\n")),
+            "{setup}"
+        );
+        assert!(setup.contains("\n: > \"$gate\"\n"), "{setup}");
+    }
+
+    #[test]
     fn no_keys_leave_ssh_authorized_keys_out() {
         let none = files(&plan_with_keys(vec![])).unwrap().user_data;
         assert!(!none.contains("\nssh_authorized_keys:"), "{none}");
@@ -558,7 +610,10 @@ mod tests {
             ("nodes_tool", format!("RESERVED = {reserved}")),
             ("leases_module", format!("Installed as {LEASES_MODULE},")),
             ("publish_profiles", "s/@HEADNODE@/192.168.10.254/g".into()),
-            ("setup_script", format!("install -d -m 0755 {TFTP_ROOT}\n")),
+            (
+                "setup_script",
+                format!("install -d -o root -g root -m 0755 {TFTP_ROOT} {TFTP_ROOT}/{EFI_DIR} "),
+            ),
         ] {
             assert!(files[name].contains(&want), "{name} has no `{want}`");
         }

@@ -15,14 +15,22 @@ use crate::ops::selftest::checks::{shell, with_log};
 use crate::ops::selftest::lab::{BMC_PASSWORD, BMC_PORT};
 use crate::ops::selftest::Run;
 use crate::ops::wait::{self, Watched};
-use crate::render::seed::{ready_marker, EARLY_SETUP_SIGN, SETUP_DONE};
+use crate::render::seed::{ready_marker, EARLY_SETUP_SIGN, SETUP_DONE, UNITS_CURRENT};
 use crate::render::selftest as doc;
 use std::time::{Duration, Instant};
 use virt::sys;
 
-/// The note of a headnode set up by its image's early set-up, before cloud-init.
+/// The note of a headnode set up by its image's early set-up, before cloud-init, from unit files
+/// systemd had read at boot (no reload on the way to serving).
 pub const EARLY_NOTE: &str =
-    "set up from the seed before cloud-init (the image's mkheadnode-early)";
+    "set up from the seed before cloud-init (the image's mkheadnode-early), its units current";
+
+/// The note of a headnode whose image set it up early, but whose unit files differed from the
+/// seed's, so that systemd was reloaded first.
+const EARLY_RELOADED_NOTE: &str =
+    "set up from the seed before cloud-init (the image's mkheadnode-early), but systemd had to be \
+     reloaded: the image's unit files are not the seed's (rebuild it with \
+     /usr/share/mkheadnode/build-image.sh) and it is ready seconds later";
 
 /// A step's body: `Ok(None)` passes, `Ok(Some(why))` skips, an error fails.
 type Body<'a> = fn(&mut Run<'a>) -> anyhow::Result<Option<String>>;
@@ -96,13 +104,18 @@ impl Run<'_> {
         let log = String::from_utf8_lossy(&std::fs::read(&plan.serial_log).unwrap_or_default())
             .into_owned();
         let Err(e) = result else {
-            self.note = Some(if log.contains(EARLY_SETUP_SIGN) {
-                EARLY_NOTE.to_string()
-            } else {
-                "set up by cloud-init (the base image has no early set-up: \
+            let current = format!("mkheadnode-setup: {UNITS_CURRENT}");
+            self.note = Some(
+                if log.contains(EARLY_SETUP_SIGN) && log.contains(&current) {
+                    EARLY_NOTE.to_string()
+                } else if log.contains(EARLY_SETUP_SIGN) {
+                    EARLY_RELOADED_NOTE.to_string()
+                } else {
+                    "set up by cloud-init (the base image has no early set-up: \
                  /usr/share/mkheadnode/build-image.sh builds one that has, and is ready sooner)"
-                    .to_string()
-            });
+                        .to_string()
+                },
+            );
             return Ok(None);
         };
         let image = self.session.config.base_image.display().to_string();
