@@ -23,7 +23,8 @@ pub const MAX_DISK_GIB: u64 = 1 << 16;
 /// The TCG translation cache per headnode unless configured. A headnode fills it during its boot
 /// and holds all of it while idle; since its image sets it up before cloud-init, the boot has
 /// little Python to translate, and 32 MiB is as quick to serve as 64 (`make bench` measures both
-/// the ready time and the memory of the defaults).
+/// the ready time and the memory of the defaults). Under an install storm a larger one does
+/// better (BENCHMARKS.md), which `tcg_tb_cache_mib` is for.
 pub const DEFAULT_TCG_TB_CACHE_MIB: u64 = 32;
 /// Below this, qemu would spend its time flushing and retranslating the guest's code.
 pub const MIN_TCG_TB_CACHE_MIB: u64 = 32;
