@@ -124,6 +124,11 @@ fn a_seed_it_does_not_fully_understand_is_left_to_cloud_init() {
             "192.168.10.256/24",
         ),
         in_net(
+            "an address with a leading zero",
+            "192.168.10.254/24",
+            "192.168.010.254/24",
+        ),
+        in_net(
             "eth0 with another key",
             "    subnets:\n",
             "    mtu: 9000\n    subnets:\n",
