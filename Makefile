@@ -39,9 +39,10 @@ lint:
 
 # Unit tests, validators, the guest stack on loopback, libvirt's test driver and the real
 # qemu:///system (no guest boots), and the Debian package installed into a Debian 12 root
-# (tests/package.rs, which takes the package `deb` makes). A plain `cargo test` runs only the
-# pure ones; the host-tests feature adds the rest.
-unit: setup deb
+# (tests/package.rs, which takes the package `deb` makes), and selftest's failing runs
+# (tests/selftest.rs, which take the base image and installer `image` makes). A plain
+# `cargo test` runs only the pure ones; the host-tests feature adds the rest.
+unit: setup deb image
 	$(CARGO) test --locked --features host-tests
 
 # The nightly: a real headnode boots and a second VM PXE-installs from it (minutes, TCG).
