@@ -93,7 +93,9 @@ def netns(i):
 
 
 def flags():
-    return [
+    # STORM_CONFIG: a mkheadnode config file for the headnode (e.g. another tcg_tb_cache_mib).
+    config = ["--config", os.environ["STORM_CONFIG"]] if os.environ.get("STORM_CONFIG") else []
+    return config + [
         "--connect", URI, "--virt-type", "qemu", "-q", "--base-image", IMAGE,
         "--pool", POOL, "--pool-dir", f"{ROOT}/pool", "--config-root", f"{ROOT}/cfg",
         "--apparmor-abstraction", f"{ROOT}/libvirt-qemu", "--lock-dir", f"{ROOT}/lock",
@@ -225,6 +227,12 @@ def up():
     t = time.monotonic()
     mk(str(VLAN), "--wait", "--timeout", "600", "--machines", f"{ROOT}/machines.txt")
     times["ready"] = time.monotonic() - t
+    xml = virsh("dumpxml", HEADNODE).stdout
+    tb = re.search(r"<tb-cache unit='KiB'>(\d+)<", xml)
+    times["tb_cache"] = f"{int(tb.group(1)) // 1024} MiB" if tb else "qemu's default"
+    mem = re.search(r"<memory unit='KiB'>(\d+)<", xml)
+    times["memory"] = f"{int(mem.group(1)) // 1024} MiB" if mem else "?"
+    times["vcpus"] = re.search(r"<vcpu[^>]*>(\d+)<", xml).group(1)
     for name, (kernel, initrd) in PROFILES.items():
         src = profile_files(name, kernel, initrd)
         t = time.monotonic()
@@ -233,7 +241,7 @@ def up():
     t = time.monotonic()
     mk("install", str(VLAN), "--profile", PROFILE, "--all", "--no-power")
     times["arm"] = time.monotonic() - t
-    print("    " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), flush=True)
+    print("    " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items() if isinstance(v, float)), flush=True)
     clients()
     return times
 
@@ -520,7 +528,7 @@ def report(runs, times, took):
         "## Install storm: N machines network-booting from one headnode at once",
         "",
         f"Written by `make bench-storm` ({time.strftime('%Y-%m-%d')}, {took:.0f} s); one run a row. One headnode made "
-        f"by `mkheadnode` (TCG, 1 GiB, 2 vCPUs), ready after {times['ready']:.1f} s; profiles `{PROFILE}` "
+        f"by `mkheadnode` (TCG, {times.get('memory', '?')}, {times.get('vcpus', '?')} vCPUs, translation cache {times.get('tb_cache', '?')}), ready after {times['ready']:.1f} s; profiles `{PROFILE}` "
         f"({KERNEL_MIB} MiB kernel, {INITRD_MIB} MiB initrd) and `{TFTP_PROFILE}` ({TFTP_KERNEL_MIB} + "
         f"{TFTP_INITRD_MIB} MiB) added with `mkheadnode profile add` ({times[f'profile {PROFILE}']:.1f} s and "
         f"{times[f'profile {TFTP_PROFILE}']:.1f} s); {MACHINES} machines armed with `mkheadnode install --all "

@@ -118,6 +118,10 @@ step="configuring the config share and $units"; say "$step"
 say "loading the firewall"
 { iptables-restore < /etc/iptables/rules.v4 && ip6tables-restore < /etc/iptables/rules.v6; } &
 firewall=$!
+# The kernel settings of {{sysctl_path}} (big TCP sends to many nodes at once), in force from
+# now; systemd-sysctl applies them at every later boot.
+sysctl -q -p {{sysctl_path}} &
+tuned=$!
 # What systemd knows of the units this starts, asked in one call (every systemctl is a process,
 # over half a second at this point of a boot under emulation) while the TFTP root is filled.
 # Images made for mkheadnode carry the seed's unit files and drop-ins already, enabled, and keep
@@ -178,6 +182,8 @@ fi
 
 step="loading the firewall"
 wait "$firewall"
+step="applying {{sysctl_path}}"
+wait "$tuned"
 
 step="starting $units"; say "$step"
 # The gate that images made for mkheadnode put on the services: from now on, at this boot and

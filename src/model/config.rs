@@ -23,8 +23,10 @@ pub const MAX_DISK_GIB: u64 = 1 << 16;
 /// The TCG translation cache per headnode unless configured. A headnode fills it during its boot
 /// and holds all of it while idle; since its image sets it up before cloud-init, the boot has
 /// little Python to translate, and 32 MiB is as quick to serve as 64 (`make bench` measures both
-/// the ready time and the memory of the defaults). Under an install storm a larger one does
-/// better (BENCHMARKS.md), which `tcg_tb_cache_mib` is for.
+/// the ready time and the memory of the defaults). 50 nodes installing at once over HTTP were
+/// a little quicker with 64 MiB before the storm's fixes (40-59 against 31-49 MiB/s: both flush
+/// the cache every few seconds then); after them 32 MiB gives 50 nodes more than one node's
+/// rate (BENCHMARKS.md). A larger one costs every idle headnode its size.
 pub const DEFAULT_TCG_TB_CACHE_MIB: u64 = 32;
 /// Below this, qemu would spend its time flushing and retranslating the guest's code.
 pub const MIN_TCG_TB_CACHE_MIB: u64 = 32;

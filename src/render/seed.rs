@@ -42,6 +42,7 @@ const MOC_MOUNT: &str = include_str!("../../cloud-init/files/etc-moc.mount");
 const MOC_FAILED: &str = include_str!("../../cloud-init/files/mkheadnode-moc-failed.service");
 const PROFILES_SERVICE: &str = include_str!("../../cloud-init/files/mkheadnode-profiles.service");
 const MEMORY_PER_BOOT: &str = include_str!("../../cloud-init/files/memory-per-boot.sh");
+const SYSCTL_CONF: &str = include_str!("../../cloud-init/files/sysctl.conf");
 
 /// Where the guest keeps what it serves over TFTP and HTTP.
 pub const TFTP_ROOT: &str = "/var/lib/tftpboot";
@@ -151,6 +152,7 @@ pub fn layout() -> Vars {
         .optional("early_marker", EARLY_MARKER)
         .optional("serving_gate", SERVING_GATE)
         .optional("units_current", UNITS_CURRENT)
+        .optional("sysctl_path", SYSCTL_PATH)
         .optional("reserved_names", reserved.join(" | "))
         .optional("reserved_names_py", json(&reserved))
 }
@@ -260,6 +262,7 @@ pub fn guest_files(plan: &Plan) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("moc_failed_service", MOC_FAILED.to_string()),
         ("profiles_service", PROFILES_SERVICE.to_string()),
         ("memory_per_boot", MEMORY_PER_BOOT.to_string()),
+        ("sysctl_conf", SYSCTL_CONF.to_string()),
     ])
 }
 const META_DATA: &str = include_str!("../../cloud-init/meta-data.yaml");
@@ -324,6 +327,10 @@ pub const EARLY_MARKER: &str = "/var/lib/mkheadnode/early-set-up-ran";
 /// their configuration and the firewall are in place.
 pub const SERVING_GATE: &str = "/var/lib/mkheadnode/serving";
 
+/// Where the guest keeps its kernel settings (`cloud-init/files/sysctl.conf`): the set-up
+/// applies them, and systemd-sysctl at every later boot.
+pub const SYSCTL_PATH: &str = "/etc/sysctl.d/60-mkheadnode.conf";
+
 /// What the set-up says after "mkheadnode-setup: " when systemd has read every unit file it
 /// starts already (images built for mkheadnode), so that it needs no reload.
 pub const UNITS_CURRENT: &str = "the PXE services' units are current: no systemd reload";
@@ -354,6 +361,7 @@ pub fn files(plan: &Plan) -> anyhow::Result<SeedFiles> {
         .value("setup_go_file", yaml(SETUP_GO_FILE))
         .value("hostname", yaml(&plan.hostname))
         .value("early_marker", yaml(EARLY_MARKER))
+        .value("sysctl_path", yaml(SYSCTL_PATH))
         .value(
             "ssh_authorized_keys",
             ssh_keys_entry(&plan.ssh_authorized_keys),
@@ -534,6 +542,55 @@ mod tests {
             "{setup}"
         );
         assert!(setup.contains("\n: > \"$gate\"\n"), "{setup}");
+    }
+
+    #[test]
+    fn the_set_up_applies_the_kernel_settings_the_seed_writes() {
+        let plan = plan_with_keys(vec![]);
+        let f = files(&plan).unwrap();
+        let written = format!(
+            "  - path: {}\n    permissions: \"0644\"\n    content: {}\n",
+            json(SYSCTL_PATH),
+            json(SYSCTL_CONF)
+        );
+        assert!(
+            f.user_data.contains(&written),
+            "{SYSCTL_PATH} is not written as is"
+        );
+        let guest: std::collections::BTreeMap<&str, String> =
+            guest_files(&plan).unwrap().into_iter().collect();
+        let setup = &guest["setup_script"];
+        let apply = setup.find(&format!("\nsysctl -q -p {SYSCTL_PATH} &\ntuned=$!\n"));
+        let waited = setup.find("\nwait \"$tuned\"\n");
+        let serving = setup.find("\n: > \"$gate\"\n");
+        assert!(
+            apply.is_some() && waited.is_some() && serving.is_some(),
+            "{setup}"
+        );
+        assert!(
+            apply < waited && waited < serving,
+            "applied and waited for before serving"
+        );
+        let settings: Vec<(&str, &str)> = SYSCTL_CONF
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_once(" = ").expect("key = value"))
+            .collect();
+        assert!(
+            settings.contains(&("net.ipv4.tcp_min_tso_segs", "44")),
+            "{settings:?}"
+        );
+    }
+
+    #[test]
+    fn the_boot_default_calls_yield_to_the_downloads() {
+        let nice = |unit: &str| -> i32 {
+            unit.lines()
+                .find_map(|l| l.strip_prefix("Nice="))
+                .map_or(0, |v| v.parse().unwrap())
+        };
+        assert!(nice(FCGIWRAP_UNIT) > nice(NGINX_UNIT), "{FCGIWRAP_UNIT}");
+        assert!(nice(FCGIWRAP_UNIT) <= 19);
     }
 
     #[test]

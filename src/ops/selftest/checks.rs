@@ -15,6 +15,7 @@ use crate::model::selftest::{
 use crate::ops::guest;
 use crate::ops::nodes::NodesQuery;
 use crate::ops::selftest::Run;
+use crate::render::seed::SYSCTL_PATH;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,6 +45,22 @@ fn headnode_checks(private: Ipv4Addr, mac: &str) -> Vec<(&'static str, String, S
             "nginx on the private address only",
             format!("ss -ltnp | grep nginx | grep -v -q '{nginx}' && echo elsewhere || echo only-{nginx}"),
             format!("only-{nginx}"),
+        ),
+        (
+            "kernel settings in force",
+            format!(
+                "grep -q = {SYSCTL_PATH} && grep -v '^#' {SYSCTL_PATH} | grep = | \
+                 while IFS=' =' read -r key value; do [ \"$(sysctl -n \"$key\")\" = \"$value\" ] || exit 1; \
+                 done && echo in-force"
+            ),
+            "in-force".into(),
+        ),
+        (
+            "boot-default calls yield to downloads",
+            "[ \"$(systemctl show --value -p Nice fcgiwrap.service)\" -gt \
+             \"$(systemctl show --value -p Nice nginx.service)\" ] && echo yields"
+                .into(),
+            "yields".into(),
         ),
         ("profile published", format!("ls /var/lib/tftpboot/{PROFILE}"), "vmlinuz".into()),
         (
