@@ -507,6 +507,15 @@ mod tests {
         assert!(user.contains(&guard), "bootcmd starts the set-up unguarded");
     }
 
+    /// user-data's write_files entry of a 0644 file at `path` (as user-data spells it) with
+    /// `content`.
+    fn write_files_entry(path: &str, content: &str) -> String {
+        format!(
+            "  - path: {path}\n    permissions: \"0644\"\n    content: {}\n",
+            json(content)
+        )
+    }
+
     #[test]
     fn the_image_carries_the_seeds_unit_files_as_the_seed_writes_them() {
         // The image (scripts/build-image.sh) carries the seed's unit files that are the same on
@@ -523,10 +532,7 @@ mod tests {
             };
             let (name, path) = entry.trim_end_matches('"').split_once(':').unwrap();
             let content = std::fs::read_to_string(format!("{dir}{name}")).unwrap();
-            let written = format!(
-                "  - path: {path}\n    permissions: \"0644\"\n    content: {}\n",
-                json(&content)
-            );
+            let written = write_files_entry(path, &content);
             assert!(
                 user.contains(&written),
                 "the seed does not write {name} as {path}"
@@ -548,11 +554,7 @@ mod tests {
     fn the_set_up_applies_the_kernel_settings_the_seed_writes() {
         let plan = plan_with_keys(vec![]);
         let f = files(&plan).unwrap();
-        let written = format!(
-            "  - path: {}\n    permissions: \"0644\"\n    content: {}\n",
-            json(SYSCTL_PATH),
-            json(SYSCTL_CONF)
-        );
+        let written = write_files_entry(&json(SYSCTL_PATH), SYSCTL_CONF);
         assert!(
             f.user_data.contains(&written),
             "{SYSCTL_PATH} is not written as is"
