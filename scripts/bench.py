@@ -17,7 +17,7 @@ import time
 import xml.etree.ElementTree as ET
 
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
-READY_RUNS = int(os.environ.get("BENCH_READY_RUNS", "3"))
+READY_RUNS = int(os.environ.get("BENCH_READY_RUNS", "5"))
 # Every domain runs this long before its timed teardown, so all three stop qemu at the same age.
 SETTLE = 1.0
 # The VLAN of the headnodes booted for real (ready time).

@@ -128,6 +128,31 @@ fn a_seed_it_does_not_fully_understand_is_left_to_cloud_init() {
             "192.168.10.254/24",
             "192.168.010.254/24",
         ),
+        in_user(
+            "an escape YAML reads otherwise (JSON's \\/)",
+            "    content: \"",
+            "    content: \"\\/",
+        ),
+        in_user(
+            "an escaped surrogate (JSON pairs them, YAML does not)",
+            "    content: \"",
+            "    content: \"\\ud83d\\ude00",
+        ),
+        in_user(
+            "a raw tab in a quoted value",
+            "    content: \"",
+            "    content: \"\t",
+        ),
+        in_user(
+            "a raw line separator (YAML folds it)",
+            "    content: \"",
+            "    content: \"\u{2028}",
+        ),
+        in_user(
+            "a quoted value whose closing quote is escaped",
+            "\"\n  - path: ",
+            "\\\"\n  - path: ",
+        ),
         in_net(
             "eth0 with another key",
             "    subnets:\n",
@@ -141,6 +166,25 @@ fn a_seed_it_does_not_fully_understand_is_left_to_cloud_init() {
             "{what}: taken over: {v}\n{u}\n{n}"
         );
     }
+}
+
+/// Content with every escape serde_json writes (quotes, backslashes, control characters, `\u`
+/// escapes) and non-ASCII text is read as PyYAML reads it, so the early set-up writes what
+/// cloud-init would have written.
+#[test]
+fn escapes_are_read_as_yaml_reads_them() {
+    let f = files();
+    let tricky = "a \"quoted\" \\path\\ é ü 漢字 😀\u{1}\u{7}\u{1f}\t\r\u{8}\u{c}end\n";
+    let json = serde_json::to_string(tricky).unwrap();
+    assert!(json.contains("\\u0001") && json.contains("\\\""), "{json}");
+    let body = &json[1..json.len() - 1];
+    let user = f
+        .user_data
+        .replacen("    content: \"", &format!("    content: \"{body}"), 1);
+    let v = verdict(&user, &f.network_config);
+    assert_eq!(v["yaml_agrees"], true, "{v}");
+    let written = v["files"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(written.len(), user.matches("\n  - path: ").count());
 }
 
 /// A seed file that is on the image already as it would be written (the image carries the seed's
