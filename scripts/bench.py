@@ -29,6 +29,8 @@ KSM_SECONDS = int(os.environ.get("BENCH_KSM_SECONDS", "120"))
 IMAGE = os.environ.get("IMAGE", "/var/lib/mkheadnode/base/debian-12-headnode.qcow2")
 BIN = os.path.abspath(os.environ.get("BIN", "target/release/mkheadnode"))
 ROOT = "/var/lib/mkheadnode-bench"
+# Where a failed run leaves its consoles.
+FAILED_LOGS = "/var/tmp/mkheadnode-bench-failed-logs"
 POOL = "mkheadnode-bench"
 VNET, PNET = "bench-vlan", "bench-public"
 URI = "qemu:///system"
@@ -423,8 +425,19 @@ def main():
     print("\n".join(lines))
 
 
+def keep_logs():
+    """A failed run's consoles, kept for a post-mortem: the cleanup removes ROOT with them."""
+    shutil.rmtree(FAILED_LOGS, ignore_errors=True)
+    if os.path.isdir(f"{ROOT}/log"):
+        shutil.copytree(f"{ROOT}/log", FAILED_LOGS)
+        print(f"bench: failed; its headnodes' consoles are kept in {FAILED_LOGS}", file=sys.stderr)
+
+
 if __name__ == "__main__":
     try:
         main()
+    except BaseException:
+        keep_logs()
+        raise
     finally:
         cleanup()
