@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := target/release/mkheadnode
 IMAGE_DIR ?= /var/lib/mkheadnode/base
 
-.PHONY: setup build deb image lint unit smoke test run bench bench-storm fuzz fuzz-brief fuzz-setup \
+.PHONY: setup build early early-test deb image lint unit smoke test run bench bench-storm fuzz fuzz-brief fuzz-setup \
 	fuzz-run mutants mutants-diff mutants-setup
 
 setup:
@@ -14,11 +14,22 @@ setup:
 build:
 	$(CARGO) build --release --locked
 
+# The base image's early set-up (scripts/image-early/src/main.rs says what it does): a crate of
+# its own, built static (its .cargo/config.toml) so that the image takes it whatever C library
+# the building host has. build-image.sh puts it into the image; the Debian package carries it.
+EARLY_DIR := scripts/image-early
+EARLY_BIN := $(EARLY_DIR)/target/x86_64-unknown-linux-gnu/release/mkheadnode-early
+early:
+	cd $(EARLY_DIR) && $(CARGO) build --release --locked
+
+early-test:
+	cd $(EARLY_DIR) && $(CARGO) test --locked
+
 # The Debian package, target/debian/mkheadnode_<version>_amd64.deb (packaging/lintian.md). The
 # man pages and completions are made by the release binary from its own clap definition;
 # cargo-deb (installed if missing) packs them with it as Cargo.toml's [package.metadata.deb] says.
 DEB_ASSETS := target/assets
-deb: build
+deb: build early
 	$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked --version '^3'
 	rm -rf $(DEB_ASSETS) && mkdir -p $(DEB_ASSETS)/completions
 	$(BIN) __man $(DEB_ASSETS)/man
@@ -28,21 +39,23 @@ deb: build
 	$(CARGO) deb --no-build --locked
 
 # The test/demo base image, built offline from Debian's archive; cached by its recipe.
-image: setup
-	OUT_DIR=$(IMAGE_DIR) bash scripts/build-image.sh
+image: setup early
+	OUT_DIR=$(IMAGE_DIR) EARLY_BIN=$(abspath $(EARLY_BIN)) bash scripts/build-image.sh
 	OUT_DIR=$(IMAGE_DIR) bash scripts/build-installer.sh
 
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
+	cd $(EARLY_DIR) && $(CARGO) fmt --check && $(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Unit tests, validators, the guest stack on loopback, libvirt's test driver and the real
 # qemu:///system (no guest boots), and the Debian package installed into a Debian 12 root
 # (tests/package.rs, which takes the package `deb` makes), and selftest's failing runs
-# (tests/selftest.rs, which take the base image and installer `image` makes). A plain
-# `cargo test` runs only the pure ones; the host-tests feature adds the rest.
-unit: setup deb image
+# (tests/selftest.rs, which take the base image and installer `image` makes), and the early
+# set-up's own tests. A plain `cargo test` runs only the pure ones; the host-tests feature adds
+# the rest (tests/guest_early.rs takes the early set-up `early` makes).
+unit: setup deb image early-test
 	$(CARGO) test --locked --features host-tests
 
 # The nightly: a real headnode boots and a second VM PXE-installs from it (minutes, TCG).

@@ -11,7 +11,11 @@
 #   debian-12-headnode.qcow2   the base image
 #   installer/vmlinuz, installer/modules/, installer/shimx64.efi, installer/grubx64.efi
 #   recipe.sha256              cache key: the image is rebuilt only when this recipe (this
-#                              script and image-firewall/) changes
+#                              script, what it takes from beside itself, the early set-up) changes
+#
+# EARLY_BIN is the image's early set-up, a static program: `make early` builds it from
+# image-early/ in the source tree (the Makefile's `image` passes it); the Debian package installs
+# it at /usr/lib/mkheadnode/mkheadnode-early, the default.
 set -euo pipefail
 
 OUT_DIR=${OUT_DIR:-/var/lib/mkheadnode/base}
@@ -24,6 +28,12 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 # and initrds from nginx and UEFI HTTP Boot works. Only the two signed EFI binaries are taken
 # (Debian's own, signed by Microsoft and Debian), beside the suite's packaged ones.
 EFI_SUITE=${EFI_SUITE:-trixie}
+EARLY_BIN=${EARLY_BIN:-/usr/lib/mkheadnode/mkheadnode-early}
+if [ ! -x "$EARLY_BIN" ]; then
+  echo "build-image.sh: the early set-up $EARLY_BIN is missing: in the source tree \`make early\`" \
+    "builds it (or run \`make image\`), else set EARLY_BIN to it" >&2
+  exit 1
+fi
 
 
 PACKAGES=(
@@ -51,7 +61,7 @@ UNITS=(
 SERVING_GATE=/var/lib/mkheadnode/serving
 
 key=$(cat "$0" "$HERE"/image-firewall/rules.v4 "$HERE"/image-firewall/rules.v6 \
-  "$HERE"/image-early/mkheadnode-early "$HERE"/image-early/mkheadnode-early.service \
+  "$EARLY_BIN" "$HERE"/image-early/mkheadnode-early.service \
   "$HERE"/image-early/modules-load.conf "${UNITS[@]%%:*}" | sha256sum | cut -d' ' -f1)
 if [ -f "$IMAGE" ] && [ -f "$OUT_DIR/installer/vmlinuz" ] && [ "$(cat "$OUT_DIR/recipe.sha256" 2>/dev/null)" = "$key" ]; then
   echo "==> image cache hit: $IMAGE ($(du -h "$IMAGE" | cut -f1))"
@@ -188,10 +198,10 @@ for g in cryptsetup integritysetup veritysetup hibernate-resume gpt-auto rc-loca
   run; do
   ln -sf /dev/null "$ROOT/etc/systemd/system-generators/systemd-$g-generator"
 done
-# The first boot's set-up straight from the seed, before cloud-init (image-early/mkheadnode-early
-# says how and when), and the modules the firewall, the config share and the seed need, loaded in
-# one go early at boot.
-install -D -m 0755 "$HERE/image-early/mkheadnode-early" "$ROOT/usr/local/lib/mkheadnode/mkheadnode-early"
+# The first boot's set-up straight from the seed, before cloud-init (image-early/src/main.rs in
+# the source tree says how and when), and the modules the firewall, the config share and the
+# seed need, loaded in one go early at boot.
+install -D -m 0755 "$EARLY_BIN" "$ROOT/usr/local/lib/mkheadnode/mkheadnode-early"
 install -m 0644 "$HERE/image-early/mkheadnode-early.service" "$ROOT/etc/systemd/system/mkheadnode-early.service"
 chroot "$ROOT" systemctl enable -q mkheadnode-early.service
 install -m 0644 "$HERE/image-early/modules-load.conf" "$ROOT/etc/modules-load.d/mkheadnode-image.conf"

@@ -7,8 +7,9 @@ set -euo pipefail
 log() { printf '==> %s\n' "$*" >&2; }
 
 PACKAGES=(
-  # build (dpkg-dev: dpkg-shlibdeps, which finds the Debian package's Depends)
-  pkg-config libvirt-dev dpkg-dev
+  # build (dpkg-dev: dpkg-shlibdeps, which finds the Debian package's Depends; libc6-dev: glibc's
+  # libc.a, which the image's static early set-up links)
+  pkg-config libvirt-dev dpkg-dev libc6-dev
   # hypervisor
   libvirt-daemon-system libvirt-clients qemu-system-x86 dnsmasq-base
   # validators used by the tests

@@ -1,7 +1,8 @@
-//! The base image's early set-up (`scripts/image-early/mkheadnode-early`) against the seed that
-//! mkheadnode renders: it must take the real seed over, writing every file with its mode and
-//! eth0's addresses, and leave to cloud-init any seed it does not fully understand. (The smoke
-//! test proves it at boot; this runs its parsing on the host's Python, as the guest's.)
+//! The base image's early set-up (`scripts/image-early`, a program of its own) against the seed
+//! that mkheadnode renders: it must take the real seed over, writing every file with its mode
+//! and eth0's addresses, as cloud-init's YAML parser reads them, and leave to cloud-init any seed
+//! it does not fully understand. (The smoke test proves it at boot; this runs its `--check`
+//! mode on the host. Its own unit tests, `make early-test`, cover its parts.)
 
 use crate::support::run;
 use mkheadnode::model::config::Config;
@@ -10,9 +11,10 @@ use mkheadnode::model::vlan::Vlan;
 use mkheadnode::render::seed;
 use std::process::Command;
 
-const SCRIPT: &str = concat!(
+/// The early set-up as `make early` builds it.
+const PROGRAM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/scripts/image-early/mkheadnode-early"
+    "/scripts/image-early/target/x86_64-unknown-linux-gnu/release/mkheadnode-early"
 );
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/early_check.py");
 
@@ -25,12 +27,21 @@ fn verdict(user_data: &str, network_config: &str) -> serde_json::Value {
     );
     std::fs::write(&user, user_data).unwrap();
     std::fs::write(&net, network_config).unwrap();
+    program();
     let (code, out, err) = run(Command::new("/usr/bin/python3")
-        .args([DRIVER, SCRIPT])
+        .args([DRIVER, PROGRAM])
         .arg(&user)
         .arg(&net));
     assert_eq!(code, 0, "{out}\n{err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The early set-up is there to test.
+fn program() {
+    assert!(
+        std::path::Path::new(PROGRAM).is_file(),
+        "{PROGRAM} is missing: `make early` builds it"
+    );
 }
 
 fn plan() -> Plan {
@@ -187,34 +198,59 @@ fn escapes_are_read_as_yaml_reads_them() {
     assert_eq!(written.len(), user.matches("\n  - path: ").count());
 }
 
-/// A seed file that is on the image already as it would be written (the image carries the seed's
-/// unit files that are the same on every headnode) is left alone, so that systemd, which read it
-/// at boot, needs no reload; one that differs in content or mode is written.
+/// The early set-up brings eth0 up through rtnetlink, without `ifup` and its `ip` processes:
+/// in a network namespace of its own, an interface it brings up has the addresses, broadcast
+/// addresses and scope that ifupdown's `ip addr add ... broadcast +` gives its peer, and is up;
+/// asked again, it leaves the addresses as they are; an interface that is not there fails.
 #[test]
-fn a_file_already_there_as_the_seed_has_it_is_left_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let driver = r#"
-import importlib.machinery, importlib.util, os, sys
-loader = importlib.machinery.SourceFileLoader("mkheadnode_early", sys.argv[1])
-spec = importlib.util.spec_from_loader("mkheadnode_early", loader)
-early = importlib.util.module_from_spec(spec)
-loader.exec_module(early)
-path = os.path.join(sys.argv[2], "unit.conf")
-def inode():
-    st = os.stat(path)
-    return (st.st_ino, st.st_mtime_ns, oct(st.st_mode & 0o7777), open(path).read())
-early.write(path, 0o644, "[Service]\n")
-first = inode()
-early.write(path, 0o644, "[Service]\n")
-print("same" if inode() == first else "rewritten")
-early.write(path, 0o755, "[Service]\n")
-print(inode()[2])
-early.write(path, 0o755, "[Unit]\n")
-print(inode()[3].strip())
-"#;
-    let (code, out, err) = run(Command::new("/usr/bin/python3")
-        .args(["-c", driver, SCRIPT])
-        .arg(dir.path()));
+fn eth0_is_brought_up_as_ifupdown_brings_it_up() {
+    program();
+    let script = format!(
+        "set -e
+         ip link add eth0 type veth peer name peer0
+         {PROGRAM} --up eth0 192.0.2.1/24 198.51.100.7/25 10.9.8.7/31
+         {PROGRAM} --up eth0 192.0.2.1/24
+         for a in 192.0.2.1/24 198.51.100.7/25 10.9.8.7/31; do
+           ip addr add $a broadcast + dev peer0
+         done
+         ip link set peer0 up
+         ip -o -4 addr show dev eth0
+         echo --
+         ip -o -4 addr show dev peer0
+         echo --
+         ip -o link show dev eth0
+         echo --
+         {PROGRAM} --up eth9 192.0.2.1/24 || echo refused"
+    );
+    let (code, out, err) = run(Command::new("unshare").args(["-n", "sh", "-c", &script]));
     assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["same", "0o755", "[Unit]"]);
+    let parts: Vec<&str> = out.split("--\n").collect();
+    let [ours, ifupdowns, link, missing] = parts[..] else {
+        panic!("{out}")
+    };
+    let addresses = |lines: &str, dev: &str| -> Vec<String> {
+        lines
+            .lines()
+            .map(|l| {
+                let l = l.split("valid_lft").next().unwrap_or(l);
+                l.split_whitespace()
+                    .skip(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .replace(dev, "DEV")
+            })
+            .collect()
+    };
+    assert_eq!(addresses(ours, "eth0").len(), 3, "{ours}");
+    assert_eq!(addresses(ours, "eth0"), addresses(ifupdowns, "peer0"));
+    assert!(
+        ours.contains("inet 192.0.2.1/24 brd 192.0.2.255 scope global eth0"),
+        "{ours}"
+    );
+    let flags = link.split(['<', '>']).nth(1).unwrap_or_default();
+    assert!(flags.split(',').any(|f| f == "UP"), "{link}");
+    assert!(
+        missing.contains("refused") && err.contains("eth9"),
+        "{missing}\n{err}"
+    );
 }

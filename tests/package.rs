@@ -63,7 +63,7 @@ mod installed {
     /// What the root has besides apt's minimal system and the package's Depends.
     const TEST_TOOLS: [&str; 1] = ["man-db"];
     /// What the package's sources are: a package older than any of them is stale.
-    const SOURCES: [&str; 11] = [
+    const SOURCES: [&str; 15] = [
         "src",
         "xml-templates",
         "cloud-init",
@@ -73,7 +73,11 @@ mod installed {
         "scripts/build-image.sh",
         "scripts/build-installer.sh",
         "scripts/image-firewall",
-        "scripts/image-early",
+        "scripts/image-early/src",
+        "scripts/image-early/Cargo.toml",
+        "scripts/image-early/Cargo.lock",
+        "scripts/image-early/mkheadnode-early.service",
+        "scripts/image-early/modules-load.conf",
         "tests/smoke/installer-init",
     ];
     /// The package system's own records (its database, man-db's index, logs) and the copy of
@@ -439,7 +443,8 @@ mod installed {
     }
 
     /// Every file the packaged `build-image.sh` takes from beside itself (`$HERE/...`: the
-    /// image's firewall and its early set-up) is in the package, where it looks.
+    /// image's firewall and its early set-up's unit) is in the package, where it looks, and so
+    /// is the early set-up itself, where it looks by default: a static program.
     #[test]
     fn the_packaged_image_recipe_has_every_file_it_reads() {
         let dir = tempfile::tempdir().unwrap();
@@ -462,10 +467,34 @@ mod installed {
             let file = share.join(path.trim_start_matches('/'));
             assert!(file.is_file(), "the package lacks {}", file.display());
         }
-        let early = share.join("image-early/mkheadnode-early");
+        let default = "EARLY_BIN=${EARLY_BIN:-/usr/lib/mkheadnode/mkheadnode-early}";
+        assert!(script.contains(default), "build-image.sh lacks {default}");
+        let early = unpacked.join("usr/lib/mkheadnode/mkheadnode-early");
         let mode =
             std::os::unix::fs::PermissionsExt::mode(&early.metadata().unwrap().permissions());
         assert_eq!(mode & 0o111, 0o111, "{} is not executable", early.display());
+        // Static: no program header asks for a dynamic loader (PT_INTERP), so it runs whatever
+        // C library the image has.
+        let elf = std::fs::read(&early).unwrap();
+        assert!(
+            elf.starts_with(b"\x7fELF\x02\x01"),
+            "{} is no 64-bit little-endian program",
+            early.display()
+        );
+        let le = |at: usize, n: usize| {
+            elf[at..at + n]
+                .iter()
+                .rev()
+                .fold(0usize, |v, b| v << 8 | usize::from(*b))
+        };
+        let (offset, size, count) = (le(0x20, 8), le(0x36, 2), le(0x38, 2));
+        let types: Vec<usize> = (0..count).map(|i| le(offset + i * size, 4)).collect();
+        assert!(types.contains(&1), "no loadable segment in {types:?}");
+        assert!(
+            !types.contains(&3),
+            "{} names a dynamic loader",
+            early.display()
+        );
     }
 
     /// The packaged `build-installer.sh` finds the installer's `/init` beside itself, outside

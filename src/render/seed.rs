@@ -318,7 +318,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
 /// The last file the seed's write_files writes: the set-up's go.
 pub const SETUP_GO_FILE: &str = "/run/mkheadnode/seed-files-written";
 
-/// Where images built for mkheadnode (`scripts/image-early/mkheadnode-early`) record that they
+/// Where images built for mkheadnode (`scripts/image-early`, their early set-up) record that they
 /// ran the set-up before cloud-init; cloud-init then does not start it again.
 pub const EARLY_MARKER: &str = "/var/lib/mkheadnode/early-set-up-ran";
 
@@ -485,7 +485,11 @@ mod tests {
         // The image's early set-up and the seed meet at these paths: its marker keeps cloud-init
         // from starting the set-up again, and it takes over only a seed whose user-data writes
         // the set-up with its go last.
-        let early = include_str!("../../scripts/image-early/mkheadnode-early");
+        let early = [
+            include_str!("../../scripts/image-early/src/main.rs"),
+            include_str!("../../scripts/image-early/src/seed.rs"),
+        ]
+        .concat();
         let user = files(&plan_with_keys(vec![])).unwrap().user_data;
         for (name, path) in [
             ("RAN_MARKER", EARLY_MARKER),
@@ -493,14 +497,16 @@ mod tests {
             ("SETUP", "/usr/local/sbin/mkheadnode-setup"),
         ] {
             assert!(
-                early.contains(&format!("{name} = \"{path}\"")),
+                early.contains(&format!("const {name}: &str = \"{path}\";")),
                 "the early set-up's {name} is not {path}"
             );
             assert!(user.contains(path), "user-data lacks {path}");
         }
         assert!(
-            early.contains("mkheadnode-early: {msg}")
-                && early.contains(&EARLY_SETUP_SIGN.replace("mkheadnode-early: ", "say(f\"")),
+            early.contains("println!(\"mkheadnode-early: {msg}\")")
+                && early.contains(
+                    &EARLY_SETUP_SIGN.replace("mkheadnode-early: ", "say(&format!(\n        \"")
+                ),
             "the early set-up does not print {EARLY_SETUP_SIGN:?}"
         );
         let guard = format!("'test -e \"$0\" || exec \"$@\"', \"{EARLY_MARKER}\",");
