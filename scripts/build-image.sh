@@ -242,6 +242,19 @@ LABEL linux
   APPEND root=/dev/vda1 ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 acpi=noirq cryptomgr.notests
 CFG
 
+# systemd's "needs update" units (ConditionNeedsUpdate: system users, the hardware database,
+# the journal's catalog, ldconfig) run at a boot where /usr is newer than /etc/.updated and
+# /var/.updated, which systemd-update-done writes. The packages' scripts did that work in this
+# root already, so it is marked up to date as systemd-update-done marks it (/usr's time, to the
+# nanosecond): no systemd-sysusers on the way to udev's start at first boot (~1 s under TCG).
+# The users it would make are made here.
+chroot "$ROOT" systemd-sysusers
+usr_time=$(stat -c %.9Y "$ROOT/usr" | tr -d .)
+for d in etc var; do
+  printf 'TIMESTAMP_NSEC=%s\n' "$usr_time" > "$ROOT/$d/.updated"
+  touch -r "$ROOT/usr" "$ROOT/$d/.updated"
+done
+
 stage "keeping the kernel and NIC modules for the installer (kernel $kver)"
 rm -rf "$OUT_DIR/installer" && mkdir -p "$OUT_DIR/installer/modules"
 cp "$ROOT/boot/vmlinuz-$kver" "$OUT_DIR/installer/vmlinuz"
