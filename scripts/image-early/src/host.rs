@@ -20,12 +20,12 @@ const NIC_POLL: Duration = Duration::from_millis(50);
 
 /// A disk or CD-ROM that may carry the seed: vdX, sdX or srN.
 pub fn is_block_device(name: &str) -> bool {
-    let (kind, rest) = name.split_at(name.len().min(2));
-    match kind {
-        "vd" | "sd" => !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_lowercase()),
-        "sr" => !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()),
-        _ => false,
+    // (Not split by byte index: a name is not trusted to have ASCII there.)
+    let rest = |prefix: &str| name.strip_prefix(prefix).filter(|r| !r.is_empty());
+    if let Some(letters) = rest("vd").or_else(|| rest("sd")) {
+        return letters.bytes().all(|b| b.is_ascii_lowercase());
     }
+    rest("sr").is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The volume identifier of an ISO9660 image on `dev`, or None.
@@ -198,7 +198,7 @@ mod tests {
             assert!(is_block_device(good), "{good}");
         }
         for bad in [
-            "vda1", "sda1", "sr", "vd", "loop0", "nvme0n1", "srx", "v", "",
+            "vda1", "sda1", "sr", "vd", "loop0", "nvme0n1", "srx", "v", "", "aé", "vé",
         ] {
             assert!(!is_block_device(bad), "{bad}");
         }
