@@ -295,7 +295,9 @@ fn ctrl_c_stops_a_wait_and_leaves_the_headnode() {
     let sb = Sandbox::new("waitint", &[4029]);
     // The base image is empty: the guest never gets ready, so only the signal ends the wait.
     let cmd = sb.cmd(&["4029", "--wait", "--timeout", "120"]);
-    let (code, err) = Paused::until(cmd, "started headnode-4029").signal("INT");
+    // Once it says it waits: a signal right after "started" still interrupts the create, which
+    // rolls back (sigterm_and_ctrl_c_roll_a_create_back).
+    let (code, err) = Paused::until(cmd, "waiting for 1 headnode(s) to serve").signal("INT");
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("interrupted by SIGINT (Ctrl-C) while waiting"),

@@ -350,9 +350,18 @@ fn wait_for(
     args: &CreateArgs,
     out: Reporter,
 ) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(CreateArgs::DEFAULT_TIMEOUT));
+    out.step(
+        None,
+        format!(
+            "waiting for {} headnode(s) to serve, at most {} s (Ctrl-C ends the wait, not them)",
+            started.len(),
+            timeout.as_secs()
+        ),
+    );
     wait::until_ready(
         started.iter().map(|p| wait::Watched::new(hv, p)).collect(),
-        Duration::from_secs(args.timeout.unwrap_or(CreateArgs::DEFAULT_TIMEOUT)),
+        timeout,
         out.verbosity > Verbosity::Quiet,
     )?;
     let virsh = if hv.is_local() {
