@@ -29,7 +29,7 @@ mod host;
 mod netlink;
 mod seed;
 
-use seed::{Decline, Eth0, Read, SeedFile};
+use seed::{Decline, Eth0, Ipv4Net, Read, SeedFile};
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -98,16 +98,8 @@ fn read_seed() -> Read<Option<Takeover>> {
 /// later finds it configured. Without the if-up.d hooks, as before with `ifup --no-scripts`:
 /// they are for interfaces with services that follow them; cloud-init's own configuration of
 /// eth0 on the boots after runs them.
-fn bring_up_eth0(addresses: &[String]) -> io::Result<()> {
-    let nets = addresses
-        .iter()
-        .map(|a| {
-            netlink::Ipv4Net::parse(a).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("eth0's address {a}"))
-            })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    netlink::bring_up("eth0", &nets)
+fn bring_up_eth0(addresses: &[Ipv4Net]) -> io::Result<()> {
+    netlink::bring_up("eth0", addresses)
         .map_err(|e| io::Error::new(e.kind(), format!("eth0 up: {e}")))?;
     host::write(IFSTATE_ETH0, 0o644, "eth0\n")?;
     let mut all: String = fs::read_to_string(IFSTATE)
@@ -151,7 +143,13 @@ fn boot() -> ExitCode {
     say(&format!(
         "writing the seed's {} files and bringing eth0 up ({})",
         takeover.files.len(),
-        takeover.eth0.addresses.join(", ")
+        takeover
+            .eth0
+            .addresses
+            .iter()
+            .map(Ipv4Net::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     if let Err(e) = started.and_then(|()| set_up(&takeover)) {
         println!("mkheadnode-setup: FAILED (early set-up: {e})");
@@ -197,7 +195,11 @@ fn check(user_data: &str, network_config: &str) -> String {
                 .iter()
                 .map(|f| format!("[{}, {}, {}]", json(&f.path), f.mode, json(&f.content)))
                 .collect();
-            let addresses: Vec<String> = eth0.addresses.iter().map(|a| json(a)).collect();
+            let addresses: Vec<String> = eth0
+                .addresses
+                .iter()
+                .map(|a| json(&a.to_string()))
+                .collect();
             format!(
                 "{{\"files\": [{}], \"eth0\": [{}, [{}]]}}",
                 files.join(", "),
@@ -217,10 +219,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         [flag, iface, addresses @ ..] if flag == "--up" && !addresses.is_empty() => {
-            let nets: Option<Vec<_>> = addresses
-                .iter()
-                .map(|a| netlink::Ipv4Net::parse(a))
-                .collect();
+            let nets: Option<Vec<_>> = addresses.iter().map(|a| Ipv4Net::parse(a)).collect();
             let Some(nets) = nets else {
                 eprintln!("mkheadnode-early: --up takes IPv4 addresses with a prefix, a.b.c.d/n");
                 return ExitCode::from(2);

@@ -5,45 +5,13 @@
 //! The messages are built by [`address_message`] and [`link_up_message`] (pure, tested here);
 //! [`Rtnetlink`] sends each and reads the kernel's answer.
 
+use crate::seed::Ipv4Net;
 use std::io;
 use std::mem::size_of;
 
 const NLMSG_HEADER: usize = 16;
 const IFADDRMSG: usize = 8;
 const IFINFOMSG: usize = 16;
-
-/// An IPv4 address with its prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Net {
-    /// The address, most significant octet first.
-    pub octets: [u8; 4],
-    /// Its prefix length, 0 to 32.
-    pub prefix: u8,
-}
-
-impl Ipv4Net {
-    /// `a.b.c.d/prefix`, as `seed::eth0_of` has checked it already; None otherwise.
-    pub fn parse(text: &str) -> Option<Ipv4Net> {
-        let (host, prefix) = text.split_once('/')?;
-        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-        let parts: Vec<u8> = host
-            .split('.')
-            .map(|o| o.parse().ok())
-            .collect::<Option<_>>()?;
-        let octets: [u8; 4] = parts.try_into().ok()?;
-        Some(Ipv4Net { octets, prefix })
-    }
-
-    /// The broadcast address of its network, as ifupdown sets it (`broadcast +`): the host
-    /// part all ones. None for /31 and /32, which have none.
-    pub fn broadcast(&self) -> Option<[u8; 4]> {
-        if self.prefix >= 31 {
-            return None;
-        }
-        let host_bits = u32::MAX >> self.prefix;
-        Some((u32::from_be_bytes(self.octets) | host_bits).to_be_bytes())
-    }
-}
 
 fn align4(len: usize) -> usize {
     (len + 3) & !3
@@ -232,29 +200,6 @@ mod tests {
 
     fn u32_at(msg: &[u8], at: usize) -> u32 {
         u32::from_ne_bytes(msg[at..at + 4].try_into().unwrap())
-    }
-
-    #[test]
-    fn addresses_are_parsed_with_their_broadcast() {
-        let net = Ipv4Net::parse("192.168.10.254/24").unwrap();
-        assert_eq!((net.octets, net.prefix), ([192, 168, 10, 254], 24));
-        assert_eq!(net.broadcast(), Some([192, 168, 10, 255]));
-        let net = Ipv4Net::parse("10.1.2.3/9").unwrap();
-        assert_eq!(net.broadcast(), Some([10, 127, 255, 255]));
-        assert_eq!(
-            Ipv4Net::parse("10.1.2.3/0").unwrap().broadcast(),
-            Some([255; 4])
-        );
-        assert_eq!(Ipv4Net::parse("10.1.2.3/31").unwrap().broadcast(), None);
-        for bad in [
-            "10.1.2.3",
-            "10.1.2/24",
-            "10.1.2.256/24",
-            "10.1.2.3/33",
-            "a.b.c.d/1",
-        ] {
-            assert_eq!(Ipv4Net::parse(bad), None, "{bad}");
-        }
     }
 
     #[test]

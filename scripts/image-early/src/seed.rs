@@ -47,8 +47,56 @@ pub struct SeedFile {
 pub struct Eth0 {
     /// Its MAC, lowercase.
     pub mac: String,
-    /// Its static addresses, `a.b.c.d/prefix`.
-    pub addresses: Vec<String>,
+    /// Its static addresses.
+    pub addresses: Vec<Ipv4Net>,
+}
+
+/// An IPv4 address with its prefix length, as `ip` takes it (`a.b.c.d/prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    /// The address, most significant octet first.
+    pub octets: [u8; 4],
+    /// Its prefix length, 0 to 32.
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    /// `a.b.c.d/prefix` in decimal with no leading zeros ([`is_number`]); None otherwise.
+    pub fn parse(text: &str) -> Option<Ipv4Net> {
+        let (host, prefix) = text.split_once('/')?;
+        let parts: Vec<&str> = host.split('.').collect();
+        if parts.len() != 4 || !parts.iter().all(|o| is_number(o, 255, 3)) {
+            return None;
+        }
+        if !is_number(prefix, 32, 2) {
+            return None;
+        }
+        let mut octets = [0u8; 4];
+        for (octet, part) in octets.iter_mut().zip(&parts) {
+            *octet = part.parse().ok()?;
+        }
+        Some(Ipv4Net {
+            octets,
+            prefix: prefix.parse().ok()?,
+        })
+    }
+
+    /// The broadcast address of its network, as ifupdown sets it (`broadcast +`): the host
+    /// part all ones. None for /31 and /32, which have none.
+    pub fn broadcast(&self) -> Option<[u8; 4]> {
+        if self.prefix >= 31 {
+            return None;
+        }
+        let host_bits = u32::MAX >> self.prefix;
+        Some((u32::from_be_bytes(self.octets) | host_bits).to_be_bytes())
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d] = self.octets;
+        write!(f, "{a}.{b}.{c}.{d}/{}", self.prefix)
+    }
 }
 
 /// Permissions as cloud-init takes them from mkheadnode (`0644` or `644`): their bits.
@@ -296,18 +344,13 @@ pub fn files_of(text: &str) -> Read<Vec<SeedFile>> {
     Ok(files)
 }
 
-/// An IPv4 address with its prefix, as `ip` takes it.
-fn address(value: String) -> Read<String> {
-    let ok = value.split_once('/').is_some_and(|(host, prefix)| {
-        let octets: Vec<&str> = host.split('.').collect();
-        octets.len() == 4 && octets.iter().all(|o| is_number(o, 255, 3)) && is_number(prefix, 32, 2)
-    });
-    if !ok {
-        return decline(format!(
+/// An IPv4 address with its prefix.
+fn address(value: &str) -> Read<Ipv4Net> {
+    Ipv4Net::parse(value).ok_or_else(|| {
+        Decline(format!(
             "eth0's address {value:?} is not an IPv4 address/prefix"
-        ));
-    }
-    Ok(value)
+        ))
+    })
 }
 
 /// eth0's MAC and static addresses (network-config version 1, its name and MAC given).
@@ -349,7 +392,7 @@ pub fn eth0_of(text: &str) -> Read<Eth0> {
     for pair in subnets.chunks(2) {
         match (pair[0], pair[1].strip_prefix("        address: ")) {
             ("      - type: static", Some(addr)) => {
-                addresses.push(address(scalar(addr, "eth0's address")?)?);
+                addresses.push(address(&scalar(addr, "eth0's address")?)?);
             }
             _ => return decline("eth0 has a subnet that is not a plain static address"),
         }
@@ -508,7 +551,10 @@ mod tests {
             eth0_of(NET).unwrap(),
             Eth0 {
                 mac: "52:54:00:aa:00:01".into(),
-                addresses: vec!["192.168.10.254/24".into(), "10.0.0.254/24".into()],
+                addresses: vec![
+                    Ipv4Net::parse("192.168.10.254/24").unwrap(),
+                    Ipv4Net::parse("10.0.0.254/24").unwrap()
+                ],
             }
         );
     }
@@ -537,6 +583,30 @@ mod tests {
             ),
         ];
         each_declined(NET, &cases, eth0_of);
+    }
+
+    #[test]
+    fn addresses_are_parsed_with_their_broadcast() {
+        let net = Ipv4Net::parse("192.168.10.254/24").unwrap();
+        assert_eq!((net.octets, net.prefix), ([192, 168, 10, 254], 24));
+        assert_eq!(net.broadcast(), Some([192, 168, 10, 255]));
+        assert_eq!(net.to_string(), "192.168.10.254/24");
+        let net = Ipv4Net::parse("10.1.2.3/9").unwrap();
+        assert_eq!(net.broadcast(), Some([10, 127, 255, 255]));
+        assert_eq!(
+            Ipv4Net::parse("10.1.2.3/0").unwrap().broadcast(),
+            Some([255; 4])
+        );
+        assert_eq!(Ipv4Net::parse("10.1.2.3/31").unwrap().broadcast(), None);
+        for bad in [
+            "10.1.2.3",
+            "10.1.2/24",
+            "10.1.2.256/24",
+            "10.1.2.3/33",
+            "a.b.c.d/1",
+        ] {
+            assert_eq!(Ipv4Net::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
